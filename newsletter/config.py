@@ -1,0 +1,183 @@
+"""Settings: a TOML file (`newsletter.toml`) overridden by `NEWSLETTER_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from newsletter.errors import ConfigError
+
+DEFAULT_CONFIG = Path("newsletter.toml")
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+
+
+class SenderSettings(BaseModel):
+    address: str = "newsletter@newsletter.example.org"
+    name: str = "中国科技创新速递"
+    reply_to: str = ""
+
+
+class SmtpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str = ""
+    password: str = ""
+    timeout: float = 30.0
+    concurrency: int = Field(default=4, ge=1, le=64)
+    validate_certs: bool = True
+
+
+class DkimSettings(BaseModel):
+    domain: str = ""
+    selector: str = ""
+    key_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain and self.selector and self.key_file)
+
+
+class Settings(BaseSettings):
+    """Every option, with the default `newsletter init` writes into the sample file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database_url: str = "sqlite:///newsletter.db"
+    secret_key: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    domain: str = "newsletter.example.org"
+    list_id: str = "kjcxsd"
+    transport: Literal["file", "smtp", "null"] = "file"
+    outbox: str = "outbox"
+    data_dir: str = ""
+    templates_dir: str = ""
+    sender: SenderSettings = SenderSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    dkim: DkimSettings = DkimSettings()
+    # Where relative paths in the file are resolved: the folder holding the config file.
+    base_dir: str = "."
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    def path(self, value: str) -> Path:
+        """A path option resolved against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def resolved_database_url(self) -> str:
+        prefix = "sqlite:///"
+        url = self.database_url
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix) :]).resolve())
+        return url
+
+    @property
+    def secret(self) -> bytes:
+        if len(self.secret_key) < 32:
+            raise ConfigError(
+                "Config 'secret_key' is missing or shorter than 32 characters; "
+                "run `newsletter init` or set NEWSLETTER_SECRET_KEY"
+            )
+        return self.secret_key.encode()
+
+
+def config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_settings(path: Path | None = None, *, required: bool = False) -> Settings:
+    """Read the config file (if present, or required) and the environment."""
+    file = config_path(path)
+    values: dict[str, Any] = {}
+    if file.exists():
+        try:
+            values = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    elif required or path is not None:
+        raise ConfigError(f"config file {file} not found; create one with `newsletter init`")
+    values.setdefault("base_dir", str(file.resolve().parent))
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{file}: config '{key}': {first['msg']}") from None
+
+
+def sample_config(*, database_url: str = "sqlite:///newsletter.db") -> str:
+    """The commented config `newsletter init` writes, with a fresh secret."""
+    return f'''# newsletter configuration. Every key can be overridden by the environment:
+# NEWSLETTER_<KEY>, and NEWSLETTER_<TABLE>__<KEY> for keys inside a [table].
+
+# SQLite file (relative to this file) or postgresql+psycopg://user@host/dbname
+database_url = "{database_url}"
+# Signs unsubscribe, preferences and confirmation links. Keep it secret; changing it
+# invalidates every link already sent.
+secret_key = "{secrets.token_urlsafe(48)}"
+# Public address of the web pages (unsubscribe, preferences, archive).
+base_url = "http://127.0.0.1:8000"
+# Domain used in Message-ID, EHLO and List-Id; never the host's own name.
+domain = "newsletter.example.org"
+# List-Id label: <list_id.domain>
+list_id = "kjcxsd"
+# How mail leaves: "file" (an outbox folder of .eml files), "smtp" or "null".
+transport = "file"
+# Outbox folder for the file transport (relative to this file).
+outbox = "outbox"
+# Folder with sectors.yaml, embassies.csv and lists/ (empty: the bundled sample data).
+data_dir = ""
+# Folder of templates overriding the bundled ones (empty: bundled).
+templates_dir = ""
+
+[sender]
+address = "newsletter@newsletter.example.org"
+name = "中国科技创新速递"
+reply_to = ""
+
+[smtp]
+host = "127.0.0.1"
+port = 25
+# "none", "starttls" or "ssl"
+security = "none"
+username = ""
+password = ""
+timeout = 30.0
+# Simultaneous SMTP connections.
+concurrency = 4
+validate_certs = true
+
+[dkim]
+# Sign messages when all three are set; key_file is a PEM private key.
+domain = ""
+selector = ""
+key_file = ""
+'''

@@ -1,0 +1,1 @@
+"""Issue content: the model, the YAML issue format and the plain-text importer."""

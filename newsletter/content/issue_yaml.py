@@ -1,0 +1,352 @@
+"""Load and dump the YAML issue file (DESIGN section 4); errors name the file, line and field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import yaml
+
+from newsletter.content.model import SECTION_BY_CODE, Contact, Issue, Item, Organiser
+from newsletter.errors import ContentError
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+_REGION_RE = re.compile(r"^[A-Z]{2}$|^[a-z][a-z0-9-]{1,39}$")
+
+
+class IssueFileError(ContentError):
+    """A problem at one place of an issue file."""
+
+    def __init__(self, source: str, line: int | None, field_name: str, problem: str) -> None:
+        self.source = source
+        self.line = line
+        self.field_name = field_name
+        self.problem = problem
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {field_name}: {problem}")
+
+
+@dataclass
+class _Ctx:
+    source: str
+    sector_codes: Collection[str] | None
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _mapping(node: yaml.Node, ctx: _Ctx, name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise IssueFileError(ctx.source, _line(node), name, "must be a mapping of key: value")
+    out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        if key in out:
+            raise IssueFileError(ctx.source, _line(key_node), f"{name}.{key}", "appears twice")
+        out[key] = (key_node, value_node)
+    return out
+
+
+def _scalar(node: yaml.Node, ctx: _Ctx, name: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise IssueFileError(ctx.source, _line(node), name, "must be a single value, not a list")
+    return str(node.value)
+
+
+def _text(
+    fields: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    key: str,
+    ctx: _Ctx,
+    prefix: str,
+    *,
+    required: bool = False,
+    anchor: yaml.Node,
+) -> str:
+    name = f"{prefix}{key}"
+    if key not in fields:
+        if required:
+            raise IssueFileError(ctx.source, _line(anchor), name, "is missing")
+        return ""
+    node = fields[key][1]
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        value = ""
+    else:
+        value = _scalar(node, ctx, name).strip()
+    if required and not value:
+        raise IssueFileError(ctx.source, _line(node), name, "is empty")
+    return value
+
+
+def _int(
+    fields: Mapping[str, tuple[yaml.Node, yaml.Node]], key: str, ctx: _Ctx, anchor: yaml.Node
+) -> int:
+    raw = _text(fields, key, ctx, "", required=True, anchor=anchor)
+    node = fields[key][1]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise IssueFileError(
+            ctx.source, _line(node), key, f"must be a whole number, not {raw!r}"
+        ) from None
+    if value < 1:
+        raise IssueFileError(ctx.source, _line(node), key, "must be 1 or more")
+    return value
+
+
+def _codes(node: yaml.Node, ctx: _Ctx, name: str) -> tuple[str, ...]:
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise IssueFileError(ctx.source, _line(node), name, "must be a list such as [ai, software]")
+    return tuple(_scalar(child, ctx, name).strip() for child in node.value)
+
+
+def _bool(node: yaml.Node, ctx: _Ctx, name: str) -> bool:
+    raw = _scalar(node, ctx, name).strip().lower()
+    if raw in {"true", "yes"}:
+        return True
+    if raw in {"false", "no", ""}:
+        return False
+    raise IssueFileError(ctx.source, _line(node), name, f"must be true or false, not {raw!r}")
+
+
+def _item(node: yaml.Node, index: int, ctx: _Ctx, seen: dict[str, int]) -> Item:
+    prefix = f"items[{index}]."
+    fields = _mapping(node, ctx, f"items[{index}]")
+    known = {"id", "section", "title", "body", "source", "sectors", "regions", "always", "summary"}
+    for key, (key_node, _) in fields.items():
+        if key not in known:
+            raise IssueFileError(
+                ctx.source,
+                _line(key_node),
+                prefix + key,
+                f"unknown field; use one of {sorted(known)}",
+            )
+    item_id = _text(fields, "id", ctx, prefix, required=True, anchor=node)
+    id_line = _line(fields["id"][1])
+    if not _ID_RE.match(item_id):
+        raise IssueFileError(
+            ctx.source,
+            id_line,
+            prefix + "id",
+            f"{item_id!r} must be lowercase letters, digits and dashes",
+        )
+    if item_id in seen:
+        raise IssueFileError(
+            ctx.source,
+            id_line,
+            prefix + "id",
+            f"{item_id!r} is already used on line {seen[item_id]}",
+        )
+    seen[item_id] = id_line
+    section = _text(fields, "section", ctx, prefix, required=True, anchor=node)
+    if section not in SECTION_BY_CODE:
+        raise IssueFileError(
+            ctx.source,
+            _line(fields["section"][1]),
+            prefix + "section",
+            f"unknown section {section!r}; use one of {', '.join(SECTION_BY_CODE)}",
+        )
+    sectors = _codes(fields["sectors"][1], ctx, prefix + "sectors") if "sectors" in fields else ()
+    if ctx.sector_codes is not None:
+        for code in sectors:
+            if code not in ctx.sector_codes:
+                raise IssueFileError(
+                    ctx.source,
+                    _line(fields["sectors"][1]),
+                    prefix + "sectors",
+                    f"unknown sector code {code!r}; see `newsletter sectors list`",
+                )
+    regions = _codes(fields["regions"][1], ctx, prefix + "regions") if "regions" in fields else ()
+    for region in regions:
+        if not _REGION_RE.match(region):
+            raise IssueFileError(
+                ctx.source,
+                _line(fields["regions"][1]),
+                prefix + "regions",
+                f"{region!r} is neither an ISO country code (DE) nor a region code (eu)",
+            )
+    return Item(
+        id=item_id,
+        section=section,
+        title=_text(fields, "title", ctx, prefix, required=True, anchor=node),
+        body=_text(fields, "body", ctx, prefix, required=True, anchor=node),
+        source=_text(fields, "source", ctx, prefix, anchor=node) or None,
+        sectors=tuple(dict.fromkeys(sectors)),
+        regions=tuple(dict.fromkeys(regions)),
+        always=_bool(fields["always"][1], ctx, prefix + "always") if "always" in fields else False,
+        summary=_text(fields, "summary", ctx, prefix, anchor=node),
+    )
+
+
+def load_issue(
+    text: str, *, source: str = "<issue>", sector_codes: Collection[str] | None = None
+) -> Issue:
+    """Parse an issue file. `sector_codes`, when given, is the taxonomy items must use."""
+    ctx = _Ctx(source, sector_codes)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else None
+        raise IssueFileError(source, line, "yaml", str(exc.problem or exc)) from None
+    except yaml.YAMLError as exc:
+        raise IssueFileError(source, None, "yaml", str(exc)) from None
+    if root is None:
+        raise IssueFileError(
+            source, None, "file", "is empty; an issue needs publication, year, number and items"
+        )
+    top = _mapping(root, ctx, "issue")
+    known = {
+        "publication", "title_en", "year", "number", "slug", "date", "intro", "organisers",
+        "items", "contact", "disclaimer",
+    }  # fmt: skip
+    for key, (key_node, _) in top.items():
+        if key not in known:
+            raise IssueFileError(
+                source, _line(key_node), key, f"unknown field; use one of {sorted(known)}"
+            )
+    date_raw = _text(top, "date", ctx, "", anchor=root)
+    date = None
+    if date_raw:
+        try:
+            date = dt.date.fromisoformat(date_raw)
+        except ValueError:
+            raise IssueFileError(
+                source, _line(top["date"][1]), "date", f"{date_raw!r} is not a date like 2020-08-01"
+            ) from None
+    if "items" not in top:
+        raise IssueFileError(source, _line(root), "items", "is missing")
+    items_node = top["items"][1]
+    if not isinstance(items_node, yaml.SequenceNode) or not items_node.value:
+        raise IssueFileError(
+            source, _line(items_node), "items", "must be a non-empty list of items"
+        )
+    seen: dict[str, int] = {}
+    items = tuple(_item(node, i, ctx, seen) for i, node in enumerate(items_node.value))
+    contact = Contact()
+    if "contact" in top:
+        c = _mapping(top["contact"][1], ctx, "contact")
+        contact = Contact(
+            phone=_text(c, "phone", ctx, "contact.", anchor=root),
+            email=_text(c, "email", ctx, "contact.", anchor=root),
+        )
+    organisers: list[Organiser] = []
+    if "organisers" in top:
+        node = top["organisers"][1]
+        if not isinstance(node, yaml.SequenceNode):
+            raise IssueFileError(
+                source, _line(node), "organisers", "must be a list of {role, name}"
+            )
+        for i, child in enumerate(node.value):
+            o = _mapping(child, ctx, f"organisers[{i}]")
+            organisers.append(
+                Organiser(
+                    role=_text(o, "role", ctx, f"organisers[{i}].", required=True, anchor=child),
+                    name=_text(o, "name", ctx, f"organisers[{i}].", required=True, anchor=child),
+                )
+            )
+    slug = _text(top, "slug", ctx, "", anchor=root) or None
+    if slug and not _ID_RE.match(slug):
+        raise IssueFileError(
+            source, _line(top["slug"][1]), "slug", f"{slug!r} must be like 2020-01"
+        )
+    return Issue(
+        publication=_text(top, "publication", ctx, "", required=True, anchor=root),
+        title_en=_text(top, "title_en", ctx, "", anchor=root),
+        year=_int(top, "year", ctx, root),
+        number=_int(top, "number", ctx, root),
+        slug_override=slug,
+        date=date,
+        intro=_text(top, "intro", ctx, "", anchor=root),
+        organisers=tuple(organisers),
+        items=items,
+        contact=contact,
+        disclaimer=_text(top, "disclaimer", ctx, "", anchor=root),
+    )
+
+
+@dataclass
+class IssueComments:
+    """Comments to write into a dumped issue so staff can review machine suggestions."""
+
+    header: list[str] = field(default_factory=list)
+    items: dict[str, list[str]] = field(default_factory=dict)
+    sectors: dict[str, dict[str, str]] = field(default_factory=dict)
+    regions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _scalar_yaml(value: str) -> str:
+    dumped = yaml.safe_dump(value, allow_unicode=True, width=10_000, default_style=None)
+    return dumped.removesuffix("\n...\n").rstrip("\n")
+
+
+def _block(key: str, value: str, indent: str) -> list[str]:
+    if "\n" not in value.strip():
+        return [f"{indent}{key}: {_scalar_yaml(value.strip())}"]
+    lines = [f"{indent}{key}: |"]
+    for line in value.strip().splitlines():
+        lines.append(f"{indent}  {line}".rstrip())
+    return lines
+
+
+def _code_list(key: str, codes: Sequence[str], notes: Mapping[str, str], indent: str) -> list[str]:
+    if not codes:
+        return [f"{indent}{key}: []"]
+    if not notes:
+        return [f"{indent}{key}: [{', '.join(codes)}]"]
+    lines = [f"{indent}{key}:"]
+    for code in codes:
+        note = notes.get(code)
+        lines.append(f"{indent}  - {code}" + (f"  # {note}" if note else ""))
+    return lines
+
+
+def dump_issue(issue: Issue, comments: IssueComments | None = None) -> str:
+    """The canonical YAML text of an issue; `load_issue(dump_issue(x)) == x`."""
+    notes = comments or IssueComments()
+    out: list[str] = [f"# {line}" for line in notes.header]
+    out.append(f"publication: {_scalar_yaml(issue.publication)}")
+    if issue.title_en:
+        out.append(f"title_en: {_scalar_yaml(issue.title_en)}")
+    out.append(f"year: {issue.year}")
+    out.append(f"number: {issue.number}")
+    if issue.slug_override:
+        out.append(f"slug: {issue.slug_override}")
+    if issue.date:
+        out.append(f"date: {issue.date.isoformat()}")
+    if issue.organisers:
+        out.append("organisers:")
+        for o in issue.organisers:
+            out.append(f"  - {{role: {_scalar_yaml(o.role)}, name: {_scalar_yaml(o.name)}}}")
+    if issue.intro:
+        out.extend(_block("intro", issue.intro, ""))
+    out.append("items:")
+    for item in issue.items:
+        out.append("")
+        out.extend(f"  # {line}" for line in notes.items.get(item.id, []))
+        out.append(f"  - id: {item.id}")
+        out.append(f"    section: {item.section}")
+        out.append(f"    title: {_scalar_yaml(item.title)}")
+        if item.summary:
+            out.extend(_block("summary", item.summary, "    "))
+        out.extend(_block("body", item.body, "    "))
+        if item.source:
+            out.append(f"    source: {_scalar_yaml(item.source)}")
+        out.extend(_code_list("sectors", item.sectors, notes.sectors.get(item.id, {}), "    "))
+        out.extend(_code_list("regions", item.regions, notes.regions.get(item.id, {}), "    "))
+        if item.always:
+            out.append("    always: true")
+    out.append("")
+    if issue.contact.phone or issue.contact.email:
+        out.append("contact:")
+        if issue.contact.phone:
+            out.append(f"  phone: {_scalar_yaml(issue.contact.phone)}")
+        if issue.contact.email:
+            out.append(f"  email: {_scalar_yaml(issue.contact.email)}")
+    if issue.disclaimer:
+        out.extend(_block("disclaimer", issue.disclaimer, ""))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Delivery: message building, transports and the sending engine."""

@@ -1,0 +1,80 @@
+"""Issues in the database: store an imported issue, find it by slug, list them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, delete, func, select
+
+from newsletter.content.issue_yaml import load_issue
+from newsletter.content.model import Issue
+from newsletter.errors import ContentError, NotFoundError
+from newsletter.models import Campaign, Delivery, DeliveryState, IssueRecord, ItemRecord
+
+
+class IssueAlreadySentError(ContentError):
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(
+            f"issue {slug} has already been sent to some subscribers and cannot be replaced; "
+            "import the corrected issue under a new slug (set `slug:` in the file)"
+        )
+
+
+@dataclass(frozen=True)
+class StoredIssue:
+    record: IssueRecord
+    issue: Issue
+
+
+def _sent_count(session: Session, issue_id: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(Delivery)
+        .join(Campaign, col(Campaign.id) == col(Delivery.campaign_id))
+        .where(Campaign.issue_id == issue_id, Delivery.state == DeliveryState.SENT)
+    )
+    return int(session.exec(query).one())
+
+
+def save_issue(session: Session, issue: Issue, source_yaml: str) -> tuple[IssueRecord, bool]:
+    """Store or replace an issue (not one already sent); returns the record and whether it is new."""
+    record = session.exec(select(IssueRecord).where(IssueRecord.slug == issue.slug)).first()
+    created = record is None
+    if record is None:
+        record = IssueRecord(
+            slug=issue.slug, publication=issue.publication, year=issue.year, number=issue.number,
+            source_yaml=source_yaml,
+        )  # fmt: skip
+    else:
+        assert record.id is not None
+        if _sent_count(session, record.id):
+            raise IssueAlreadySentError(issue.slug)
+        session.exec(delete(ItemRecord).where(col(ItemRecord.issue_id) == record.id))
+    record.publication, record.title_en = issue.publication, issue.title_en
+    record.year, record.number, record.date = issue.year, issue.number, issue.date
+    record.source_yaml = source_yaml
+    session.add(record)
+    session.flush()
+    assert record.id is not None
+    for position, item in enumerate(issue.items):
+        session.add(
+            ItemRecord(
+                issue_id=record.id, position=position, item_id=item.id, section=item.section,
+                title=item.title, sectors=list(item.sectors), regions=list(item.regions),
+                always=item.always,
+            )
+        )  # fmt: skip
+    session.commit()
+    return record, created
+
+
+def get_issue(session: Session, slug: str) -> StoredIssue:
+    record = session.exec(select(IssueRecord).where(IssueRecord.slug == slug)).first()
+    if record is None:
+        raise NotFoundError("issue", slug, "see `newsletter issue list`")
+    return StoredIssue(record, load_issue(record.source_yaml, source=f"issue {slug}"))
+
+
+def list_issues(session: Session) -> list[IssueRecord]:
+    return list(session.exec(select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))))

@@ -1,0 +1,175 @@
+"""SQLModel tables: reference data, subscribers, issues, campaigns and the delivery ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class CampaignState(StrEnum):
+    READY = "ready"
+    SENDING = "sending"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNKNOWN = "unknown"
+
+
+TERMINAL_STATES = frozenset(
+    {DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.UNKNOWN}
+)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False), **kwargs)
+
+
+class Sector(SQLModel, table=True):
+    code: str = Field(primary_key=True, max_length=60)
+    name_zh: str
+    name_en: str
+    keywords: list[str] = _json()
+    position: int = 0
+
+
+class Embassy(SQLModel, table=True):
+    code: str = Field(primary_key=True, max_length=60)
+    kind: str = "embassy"
+    name_zh: str
+    name_en: str
+    country: str = Field(max_length=2)
+    city: str
+    timezone: str
+    working_week: str = "mon-fri"
+    regions: list[str] = _json()
+    default_sectors: list[str] = _json()
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    name: str = ""
+    title: str = ""
+    embassy_code: str = Field(foreign_key="embassy.code", index=True)
+    language: str = "zh"
+    status: SubscriberStatus = Field(
+        default=SubscriberStatus.PENDING, index=True, sa_type=String(20)
+    )
+    # Random key that signed links are bound to, so a link names no database id.
+    token_key: str = Field(unique=True, max_length=64)
+    consent_source: str = ""
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    confirmed_at: dt.datetime | None = None
+    status_changed_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SubscriberSector(SQLModel, table=True):
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    sector_code: str = Field(foreign_key="sector.code", primary_key=True)
+
+
+class IssueRecord(SQLModel, table=True):
+    __tablename__ = "issue"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=80)
+    publication: str
+    title_en: str = ""
+    year: int
+    number: int
+    date: dt.date | None = None
+    source_yaml: str = Field(sa_column=Column(Text, nullable=False))
+    imported_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ItemRecord(SQLModel, table=True):
+    __tablename__ = "item"
+    __table_args__ = (UniqueConstraint("issue_id", "item_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True, ondelete="CASCADE")
+    position: int
+    item_id: str = Field(max_length=80)
+    section: str = Field(max_length=20)
+    title: str
+    sectors: list[str] = _json()
+    regions: list[str] = _json()
+    always: bool = False
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    state: CampaignState = Field(default=CampaignState.READY, sa_type=String(20))
+    reason: str = ""
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class Delivery(SQLModel, table=True):
+    """One row of the ledger: one issue for one subscriber, at most once."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_delivery_campaign_state", "campaign_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    state: DeliveryState = Field(default=DeliveryState.QUEUED, sa_type=String(20))
+    attempts: int = 0
+    profile: str = Field(default="", max_length=40)
+    message_id: str = Field(default="", max_length=200)
+    reply: str = ""
+    next_attempt_at: dt.datetime | None = None
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+    sent_at: dt.datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who or what changed a subscriber, when and from where."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int | None = Field(default=None, index=True)
+    action: str = Field(max_length=40)
+    old_status: str = ""
+    new_status: str = ""
+    actor: str = ""  # staff user, "subscriber", "import", "bounce"
+    via: str = ""  # cli, link, web, import, bounce, api
+    detail: str = ""
+    at: dt.datetime = Field(default_factory=utcnow)
+
+
+class Suppression(SQLModel, table=True):
+    """An erased or blocked address, kept only as a keyed hash."""
+
+    email_hash: str = Field(primary_key=True, max_length=64)
+    reason: str = ""
+    at: dt.datetime = Field(default_factory=utcnow)

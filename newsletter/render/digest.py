@@ -1,0 +1,230 @@
+"""Render a digest once per profile (subject, HTML, text); fill in each recipient cheaply."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import jinja2
+
+from newsletter.content.model import Issue
+from newsletter.render import markdown
+from newsletter.render.environment import (
+    TemplateRenderError,
+    compile_mjml,
+    compress,
+    render_template,
+)
+from newsletter.render.labels import Chrome, chrome_for
+from newsletter.render.view import (
+    GroupView,
+    archive_url,
+    disclaimer_text,
+    group_items,
+    left_out,
+    sector_name,
+)
+from newsletter.tailor import Selection
+from newsletter.taxonomy import SectorDef
+
+HTML_LIMIT = 102_000  # bytes of HTML past which Gmail clips a message
+SUBJECT_SECTORS = 3
+PREHEADER_CHARS = 110
+FONT_STACK = (
+    "PingFang SC, Hiragino Sans GB, Microsoft YaHei, Noto Sans CJK SC, "
+    "Source Han Sans SC, Helvetica Neue, Arial, sans-serif"
+)
+
+# Fixed ASCII tokens: Jinja autoescape and MJML both pass them through unchanged.
+GREETING = "%%GREETING%%"
+RECIPIENT_NAME = "%%RECIPIENT_NAME%%"
+UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
+PREFERENCES_URL = "%%PREFERENCES_URL%%"
+PLACEHOLDERS = (GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL)
+_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_PERCENTS = re.compile(r"%{2,}")
+_SAFE_URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
+_SLACK = 2_000  # bytes cut beyond the measured excess, so one more render usually suffices
+
+
+@dataclass(frozen=True)
+class DigestLinks:
+    base_url: str  # e.g. "https://newsletter.example.org"
+
+    def archive(self, issue: Issue) -> str:
+        return archive_url(self.base_url, issue.slug)
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """A profile's digest; `html` and `text` hold the PLACEHOLDERS until `personalise`."""
+
+    subject: str
+    html: str
+    text: str
+    preheader: str
+    language: str = "zh"
+    cut_items: tuple[str, ...] = ()  # items whose bodies were shortened to fit HTML_LIMIT
+
+
+@dataclass(frozen=True)
+class Recipient:
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+
+
+def one_line(text: str) -> str:
+    """Whitespace and control characters collapsed: safe for a header and for a preheader."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _preheader(groups: tuple[GroupView, ...]) -> str:
+    """Whole titles, the focus piece first (it is the issue's feature), as many as fit."""
+    items = [item for group in groups for section in group.sections for item in section.items]
+    focus = [i for g in groups for s in g.sections if s.code == "focus" for i in s.items]
+    titles = [one_line(i.title) for i in focus + [i for i in items if i not in focus]]
+    text = ""
+    for title in titles:
+        joined = f"{text}；{title}" if text else title
+        if len(joined) > PREHEADER_CHARS:
+            break
+        text = joined
+    if not text and titles:
+        text = titles[0][: PREHEADER_CHARS - 1] + "…"
+    return text
+
+
+def _context(
+    issue: Issue,
+    selection: Selection,
+    chrome: Chrome,
+    *,
+    sectors: Mapping[str, SectorDef],
+    links: DigestLinks,
+    bodies: Mapping[str, str],
+) -> dict[str, object]:
+    web = links.archive(issue)
+    included = set(selection.included)
+    groups = group_items(issue, included, web=web, bodies=bodies, sectors=sectors, chrome=chrome)
+    names = [sector_name(code, sectors, chrome) for code in selection.matched_sectors]
+    whole = included >= {item.id for item in issue.items}
+    return {
+        "t": chrome,
+        "issue": issue,
+        "title": chrome.title(issue),
+        "issue_label": chrome.issue_label(issue),
+        "groups": groups,
+        "also": left_out(issue, included, web=web),
+        "whole": whole,
+        "count": sum(len(s.items) for g in groups for s in g.sections),
+        "total": len(issue.items),
+        "sector_names": [] if whole else names,
+        "subject_sectors": [] if whole else names[:SUBJECT_SECTORS],
+        "more_sectors": not whole and len(names) > SUBJECT_SECTORS,
+        "web": web,
+        "disclaimer": disclaimer_text(issue),
+        "preheader": _preheader(groups),
+        "font_stack": FONT_STACK,
+        "greeting": GREETING,
+        "unsubscribe_url": UNSUBSCRIBE_URL,
+        "preferences_url": PREFERENCES_URL,
+    }
+
+
+def _render_html(env: jinja2.Environment, context: Mapping[str, object]) -> str:
+    mjml = compress(render_template(env, "digest.mjml.j2", context))
+    return compile_mjml(mjml, template="digest.mjml.j2", env=env)
+
+
+def _shorten(
+    issue: Issue, included: set[str], bodies: dict[str, str], excess: int
+) -> dict[str, str]:
+    """Cut the longest remaining body (at a paragraph) by about `excess` bytes."""
+    candidates = [
+        (len(bodies.get(i.id, i.body).encode()), i.id, bodies.get(i.id, i.body))
+        for i in issue.items
+        if i.id in included
+    ]
+    for size, item_id, body in sorted(candidates, reverse=True):
+        shorter = markdown.cut(body, size - excess - _SLACK)
+        if shorter != body:
+            return {**bodies, item_id: shorter}
+    raise TemplateRenderError(
+        "digest.mjml.j2",
+        f"the digest stays over {HTML_LIMIT} bytes with every body cut to one paragraph",
+    )
+
+
+def render_digest(
+    issue: Issue,
+    selection: Selection,
+    *,
+    language: str,
+    sectors: Mapping[str, SectorDef],
+    links: DigestLinks,
+    env: jinja2.Environment,
+) -> RenderedDigest:
+    """One MJML compile per profile (more only when bodies must be cut to fit HTML_LIMIT)."""
+    chrome = chrome_for(language)
+    bodies: dict[str, str] = {}
+    included = set(selection.included)
+    while True:
+        ctx = _context(issue, selection, chrome, sectors=sectors, links=links, bodies=bodies)
+        ctx["subject_line"] = subject = one_line(render_template(env, "digest.subject.j2", ctx))
+        page = _render_html(env, ctx)
+        size = len(page.encode())
+        if size <= HTML_LIMIT:
+            break
+        bodies = _shorten(issue, included, bodies, size - HTML_LIMIT)
+    return RenderedDigest(
+        subject=subject,
+        html=page,
+        text=_tidy_text(render_template(env, "digest.txt.j2", ctx)),
+        preheader=str(ctx["preheader"]),
+        language=language,
+        cut_items=tuple(bodies),
+    )
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _greeting(name: str, language: str) -> str:
+    chrome = chrome_for(language)
+    return chrome.greeting_named.format(name=name) if name else chrome.greeting_anonymous
+
+
+def _checked_url(url: str) -> str:
+    # Signed links are built by our code; a different scheme (javascript:) means a bug upstream.
+    if not _SAFE_URL.match(url) or "%%" in url:
+        raise ValueError(f"recipient link {url[:40]!r} must be an http(s) or mailto URL")
+    return url
+
+
+def personalise(digest: RenderedDigest, recipient: Recipient) -> RenderedDigest:
+    """Fill the placeholders for one recipient: string replacement only, no rendering.
+
+    One regex pass rather than successive str.replace calls, so a value that itself looks like a
+    placeholder (a name such as "%%UNSUBSCRIBE_URL%%") is never expanded a second time.
+    """
+    # A name cannot spell a placeholder ("%%" never occurs in a real name), so no output of
+    # personalise ever holds one; later checks for leftover tokens can trust that.
+    name = _PERCENTS.sub("%", one_line(recipient.name))
+    values = {
+        GREETING: _greeting(name, digest.language),
+        RECIPIENT_NAME: name,
+        UNSUBSCRIBE_URL: _checked_url(one_line(recipient.unsubscribe_url)),
+        PREFERENCES_URL: _checked_url(one_line(recipient.preferences_url)),
+    }
+    escaped = {token: html.escape(value) for token, value in values.items()}
+    return replace(
+        digest,
+        html=_PLACEHOLDER_RE.sub(lambda m: escaped[m.group(0)], digest.html),
+        text=_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], digest.text),
+    )

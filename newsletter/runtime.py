@@ -1,0 +1,70 @@
+"""The composition root shared by the CLI, the web app and the scheduler: settings in, objects out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter import directory
+from newsletter.config import Settings
+from newsletter.db import is_initialised, make_engine
+from newsletter.delivery.compose import IssueContext
+from newsletter.delivery.message import DkimKey
+from newsletter.delivery.transports import FileTransport, NullTransport, SmtpTransport, Transport
+from newsletter.errors import ConfigError
+from newsletter.issues import get_issue
+from newsletter.render.environment import make_environment
+
+
+def open_database(settings: Settings) -> Engine:
+    engine = make_engine(settings.resolved_database_url)
+    if not is_initialised(engine):
+        raise ConfigError(
+            f"database {settings.resolved_database_url} has no schema yet; run `newsletter init`"
+        )
+    return engine
+
+
+def data_dir(settings: Settings) -> Path:
+    return settings.path(settings.data_dir) if settings.data_dir else directory.bundled_data_dir()
+
+
+def templates_dir(settings: Settings) -> Path | None:
+    return settings.path(settings.templates_dir) if settings.templates_dir else None
+
+
+def load_dkim(settings: Settings) -> DkimKey | None:
+    dkim = settings.dkim
+    if not dkim.enabled:
+        return None
+    key_file = settings.path(dkim.key_file)
+    try:
+        key = key_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Config 'dkim.key_file': cannot read {key_file}: {exc.strerror}") from None
+    return DkimKey(domain=dkim.domain, selector=dkim.selector, private_key=key)
+
+
+def make_transport(settings: Settings, kind: str | None = None, outbox: Path | None = None) -> Transport:
+    chosen = kind or settings.transport
+    if chosen == "file":
+        return FileTransport(outbox or settings.path(settings.outbox))
+    if chosen == "smtp":
+        return SmtpTransport(settings.smtp, local_hostname=settings.domain)
+    if chosen == "null":
+        return NullTransport()
+    raise ConfigError(f"unknown transport {chosen!r}; use file, smtp or null")
+
+
+def issue_context(session: Session, settings: Settings, slug: str) -> IssueContext:
+    stored = get_issue(session, slug)
+    return IssueContext(
+        issue=stored.issue,
+        sectors=directory.sectors(session),
+        embassies=directory.embassies(session),
+        settings=settings,
+        env=make_environment(templates_dir(settings)),
+        dkim=load_dkim(settings),
+    )

@@ -1,0 +1,1 @@
+"""Subscriber lists, lifecycle, signed links and suppression."""

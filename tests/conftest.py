@@ -1,0 +1,96 @@
+"""Real fixtures: SQLite files and PostgreSQL databases, an aiosmtpd server, configured instances."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from newsletter.config import Settings, load_settings, sample_config
+from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
+
+PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _pg_reachable() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"no PostgreSQL server at {PG_ADMIN}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> str:
+    problem = _pg_reachable()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true but {problem}")
+        pytest.skip(problem)
+    return PG_ADMIN
+
+
+@pytest.fixture
+def pg_url(pg_admin: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = pg_admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'newsletter.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[LoopbackController]:
+    controller = start_sink(RecordingHandler())
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@dataclass
+class Instance:
+    dir: Path
+    config: Path
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+
+def make_instance(tmp_path: Path, db_url: str) -> Instance:
+    """A config file pointing at `db_url`; not yet initialised."""
+    config = tmp_path / "newsletter.toml"
+    config.write_text(sample_config(database_url=db_url), encoding="utf-8")
+    return Instance(tmp_path, config)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, db_url: str, runner: CliRunner) -> Instance:
+    """An initialised instance (schema and reference data) on SQLite or PostgreSQL."""
+    from newsletter.cli import app
+
+    made = make_instance(tmp_path, db_url)
+    result = runner.invoke(app, ["--config", str(made.config), "init"])
+    assert result.exit_code == 0, result.output
+    return made
