@@ -44,6 +44,20 @@ class DkimSettings(BaseModel):
         return bool(self.domain and self.selector and self.key_file)
 
 
+class DeliverySettings(BaseModel):
+    # Messages per second over all connections (0: no limit), and per recipient domain:
+    # many missions share one ministry mail domain, which must not see a burst.
+    rate: float = Field(default=0.0, ge=0)
+    per_domain_rate: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=60.0, gt=0)
+    retry_max_age_hours: float = Field(default=48.0, gt=0)
+    # A claimed row not recorded within this time belongs to a worker presumed dead.
+    lease_seconds: float = Field(default=600.0, gt=0)
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every option, with the default `newsletter init` writes into the sample file."""
 
@@ -63,6 +77,7 @@ class Settings(BaseSettings):
     sender: SenderSettings = SenderSettings()
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
+    delivery: DeliverySettings = DeliverySettings()
     # Where relative paths in the file are resolved: the folder holding the config file.
     base_dir: str = "."
 
@@ -180,4 +195,20 @@ validate_certs = true
 domain = ""
 selector = ""
 key_file = ""
+
+[delivery]
+# Messages per second over all connections (0: unlimited), and per recipient domain.
+rate = 0
+per_domain_rate = 0
+# Ledger rows claimed per round trip to the database.
+batch_size = 200
+# 4xx replies and connection faults are retried with exponential backoff and jitter,
+# up to max_attempts or retry_max_age_hours after the first attempt.
+max_attempts = 5
+retry_base_seconds = 60
+retry_max_age_hours = 48
+# A row claimed by a worker that has not reported back within this time is presumed lost.
+lease_seconds = 600
+# How often an idle worker looks for work.
+poll_seconds = 5
 '''

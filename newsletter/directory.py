@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlmodel import Session, select
+
 import newsletter
 from newsletter.errors import ConfigError
 from newsletter.models import Embassy, Sector
 from newsletter.taxonomy import EmbassyDef, SectorDef, parse_embassies, parse_sectors
-from sqlmodel import Session, select
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,13 @@ def sync_reference(session: Session, reference: Reference) -> None:
     """Insert or update every sector and embassy; rows no longer listed are kept (subscribers use them)."""
     for position, s in enumerate(reference.sectors):
         session.merge(
-            Sector(code=s.code, name_zh=s.zh, name_en=s.en, keywords=list(s.keywords), position=position)
+            Sector(
+                code=s.code,
+                name_zh=s.zh,
+                name_en=s.en,
+                keywords=list(s.keywords),
+                position=position,
+            )
         )
     for e in reference.embassies:
         session.merge(

@@ -77,4 +77,6 @@ def get_issue(session: Session, slug: str) -> StoredIssue:
 
 
 def list_issues(session: Session) -> list[IssueRecord]:
-    return list(session.exec(select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))))
+    return list(
+        session.exec(select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number)))
+    )

@@ -149,6 +149,13 @@ class Delivery(SQLModel, table=True):
     message_id: str = Field(default="", max_length=200)
     reply: str = ""
     next_attempt_at: dt.datetime | None = None
+    first_attempt_at: dt.datetime | None = None
+    # The send window: a scheduled row waits for not_before; past not_after it was missed.
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    # Which worker holds the row while `sending`, and until when its claim stands.
+    worker: str = Field(default="", max_length=120)
+    lease_until: dt.datetime | None = None
     updated_at: dt.datetime = Field(default_factory=utcnow)
     sent_at: dt.datetime | None = None
 

@@ -43,11 +43,15 @@ def load_dkim(settings: Settings) -> DkimKey | None:
     try:
         key = key_file.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"Config 'dkim.key_file': cannot read {key_file}: {exc.strerror}") from None
+        raise ConfigError(
+            f"Config 'dkim.key_file': cannot read {key_file}: {exc.strerror}"
+        ) from None
     return DkimKey(domain=dkim.domain, selector=dkim.selector, private_key=key)
 
 
-def make_transport(settings: Settings, kind: str | None = None, outbox: Path | None = None) -> Transport:
+def make_transport(
+    settings: Settings, kind: str | None = None, outbox: Path | None = None
+) -> Transport:
     chosen = kind or settings.transport
     if chosen == "file":
         return FileTransport(outbox or settings.path(settings.outbox))

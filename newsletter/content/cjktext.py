@@ -7,7 +7,9 @@ import unicodedata
 
 IDEOGRAPHS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # CJK punctuation (、。「」《》 …), full-width forms (，：（）), curly quotes, em dash, ellipsis.
-CJK_PUNCT = "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u2018-\u201f\u2014\u2026"
+CJK_PUNCT = (
+    "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u2018-\u201f\u2014\u2026"
+)
 _CJK = IDEOGRAPHS + CJK_PUNCT
 _HAS_CJK = re.compile(f"[{_CJK}]")
 _HALF_PARENS = re.compile(r"\(([^()]*)\)")
@@ -53,7 +55,7 @@ def tidy(text: str) -> str:
 
 
 def _widen_parentheses(text: str) -> str:
-    """`粒子 (UNNPs), 实现` has Chinese parentheses: （UNNPs）; `(see below)` in English keeps its own."""
+    """`粒子 (UNNPs), 实现` gets Chinese parentheses, （UNNPs）; English `(see below)` does not."""
 
     def widen(match: re.Match[str]) -> str:
         before = text[: match.start()].rstrip()[-1:]

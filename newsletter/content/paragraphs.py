@@ -1,4 +1,4 @@
-"""Paragraphs rebuilt from exported lines: wrapped lines and page breaks joined, body text rendered."""
+"""Paragraphs rebuilt from exported lines (wrapped lines and page breaks joined), and body text."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from newsletter.content.cjktext import ends_sentence, join_pieces, tidy
 
-TEXT, NUMBERED, BULLET, REFS = "text", "numbered", "bullet", "refs"
-# Kinds a line the export wrapped (no blank line between) continues; a reference heading never wraps.
+TEXT, NUMBERED, BULLET, REFS, HEADING = "text", "numbered", "bullet", "refs", "heading"
+# Kinds a line the export wrapped (no blank line between) continues; 参考资料： never wraps.
 _WRAPPING = {TEXT, NUMBERED, BULLET}
 # Longest numbered line still read as a sub-heading of an article, not as a list entry.
 _HEADING_MAX = 60
@@ -45,7 +45,9 @@ class ParagraphBuilder:
     joins: list[Join] = field(default_factory=list)
     _closed: bool = False
 
-    def add(self, kind: str, text: str, *, line: int, last_line: int, gap: bool, marker: str = "") -> None:
+    def add(
+        self, kind: str, text: str, *, line: int, last_line: int, gap: bool, marker: str = ""
+    ) -> None:
         """Add a line; `gap` says a blank line or page furniture came before it."""
         last = self.paragraphs[-1] if self.paragraphs and not self._closed else None
         self._closed = False
@@ -58,7 +60,7 @@ class ParagraphBuilder:
         self.paragraphs.append(Paragraph(kind, text, line, last_line, marker))
 
     def close(self) -> None:
-        """The next line starts a new paragraph: something else (a phone number, say) came between."""
+        """The next line starts a new paragraph: something (a phone number, say) came between."""
         self._closed = True
 
     @staticmethod
@@ -86,6 +88,8 @@ def render_body(paragraphs: list[Paragraph], *, article: bool) -> str:
             blocks.append((False, f"## {para.marker} {text}".replace("、 ", "、")))
         elif para.kind == NUMBERED:
             blocks.append((True, f"{para.marker} {text}".replace("、 ", "、")))
+        elif para.kind == HEADING:
+            blocks.append((False, f"## {text}"))
         elif para.kind == BULLET:
             blocks.append((True, f"- {text}"))
         else:

@@ -27,7 +27,8 @@ PLACES: dict[str, tuple[str, ...]] = {
     "菲律宾": ("PH",), "巴基斯坦": ("PK",), "哈萨克斯坦": ("KZ",), "蒙古国": ("MN",),
     "乌克兰": ("UA",), "白俄罗斯": ("BY",), "塞尔维亚": ("RS",), "尼日利亚": ("NG",),
     "肯尼亚": ("KE",), "埃塞俄比亚": ("ET",), "斯里兰卡": ("LK",), "孟加拉国": ("BD",),
-    "欧洲": ("eu",), "欧盟": ("eu",), "欧美": ("eu", "US"), "东南亚": ("asean",), "东盟": ("asean",),
+    "欧洲": ("eu",), "欧盟": ("eu",), "欧美": ("eu", "US"),
+    "东南亚": ("asean",), "东盟": ("asean",),
     "非洲": ("au",), "非盟": ("au",), "海湾国家": ("gcc",), "海合会": ("gcc",),
     "联合国": ("un",),
 }  # fmt: skip
@@ -45,7 +46,7 @@ class Suggestion:
 
 
 def suggest_sectors(text: str, taxonomy: Sequence[SectorDef]) -> tuple[Suggestion, ...]:
-    """Up to four sectors whose keywords occur in `text`, most hits first, taxonomy order on ties."""
+    """Up to four sectors whose keywords occur in `text`; most hits first, ties by taxonomy."""
     found: list[tuple[int, int, Suggestion]] = []
     for order, sector in enumerate(taxonomy):
         counts = _keyword_counts(text, sector.keywords)

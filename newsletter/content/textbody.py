@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from newsletter.content.cjktext import compare_key, ends_sentence, join_pieces, tidy
 from newsletter.content.paragraphs import (
     BULLET,
+    HEADING,
     NUMBERED,
     REFS,
     TEXT,
@@ -52,8 +53,10 @@ class ItemDraft:
 
 
 def split_regions(tokens: Sequence[Token]) -> tuple[list[Token], list[Token], list[Token]]:
-    """(masthead, table of contents, body); the body starts where a heading shows up a second time."""
-    starts = [i for i, t in enumerate(tokens) if t.kind in (Kind.GROUP, Kind.SECTION, Kind.TOC_HEAD)]
+    """(masthead, table of contents, body); the body starts where a heading comes a second time."""
+    starts = [
+        i for i, t in enumerate(tokens) if t.kind in (Kind.GROUP, Kind.SECTION, Kind.TOC_HEAD)
+    ]
     first = starts[0]
     if tokens[first].kind is not Kind.TOC_HEAD:
         return list(tokens[:first]), [], list(tokens[first:])
@@ -103,7 +106,9 @@ class _TocReader:
 
     def _text(self, token: Token) -> None:
         if self.section == "focus" and any(e.section == "focus" for e in self.entries):
-            self.summary.add(TEXT, token.text, line=token.line, last_line=token.last_line, gap=token.gap)
+            self.summary.add(
+                TEXT, token.text, line=token.line, last_line=token.last_line, gap=token.gap
+            )
             return
         text, line = token.text, token.line
         if self.pending is not None and not token.gap:
@@ -117,7 +122,9 @@ class _TocReader:
 
     def _flush(self) -> None:
         if self.pending is not None:
-            self.entries.append(TocEntry(self.section, _strip_page(self.pending[0]), self.pending[1]))
+            self.entries.append(
+                TocEntry(self.section, _strip_page(self.pending[0]), self.pending[1])
+            )
             self.pending = None
 
 
@@ -165,7 +172,9 @@ class BodyParser:
 
     def _section(self, token: Token) -> None:
         if not token.value:
-            raise TextImportError(self.source, f"unknown section heading; {_SECTION_HELP}", token.line)
+            raise TextImportError(
+                self.source, f"unknown section heading; {_SECTION_HELP}", token.line
+            )
         self._close()
         self.section = token.value
         self.awaiting_title = False
@@ -197,8 +206,15 @@ class BodyParser:
             self.current.title = join_pieces(self.current.title, token.text)
             return
         kind = {Kind.NUMBERED: NUMBERED, Kind.REFS: REFS, Kind.BULLET: BULLET}.get(token.kind, TEXT)
+        if token.kind is Kind.BULLET and token.value == "bold":
+            kind = HEADING  # inside an article a bold line is a sub-heading, not a new item
         self.current.body.add(
-            kind, token.text, line=token.line, last_line=token.last_line, gap=gap, marker=token.value
+            kind,
+            token.text,
+            line=token.line,
+            last_line=token.last_line,
+            gap=gap,
+            marker=token.value,
         )
 
     def _opens_item(self, token: Token, gap: bool) -> bool:
@@ -206,10 +222,12 @@ class BodyParser:
             return self.awaiting_title and token.kind in (Kind.TEXT, Kind.BULLET)
         if token.kind is Kind.BULLET:
             return self._require_section(token)
-        if token.kind is not Kind.TEXT or not self.section:
+        if token.kind not in (Kind.TEXT, Kind.NUMBERED) or not self.section:
             return False
-        if self.current is None or compare_key(token.text) in self.toc_keys:
-            return True
+        if compare_key(token.text) in self.toc_keys:
+            return True  # a title the export lost its bullet from, as the contents list it
+        if self.current is None:
+            return token.kind is Kind.TEXT
         # An item whose bullet the export lost: a short unfinished line after the previous source.
         return (
             self.current.source is not None
@@ -274,7 +292,9 @@ def _check_section(
             continue
         hint = ""
         if index < len(listed):
-            hint = f"; the table of contents (line {listed[index].line}) has {listed[index].title!r}"
+            hint = (
+                f"; the table of contents (line {listed[index].line}) has {listed[index].title!r}"
+            )
         draft.notes.append((draft.line, f"title differs from the table of contents{hint}"))
     return [
         (e.line, f"the table of contents lists {e.title!r} ({section}) but no item has this title")
@@ -287,4 +307,6 @@ def missing_sources(drafts: Sequence[ItemDraft], sections: Collection[str]) -> N
     """Note items without a source in sections whose items usually cite one."""
     for draft in drafts:
         if draft.source is None and draft.section in sections:
-            draft.notes.append((draft.line, f"no source (来源) found; {draft.section} items usually cite one"))
+            draft.notes.append(
+                (draft.line, f"no source (来源) found; {draft.section} items usually cite one")
+            )

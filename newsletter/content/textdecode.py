@@ -72,12 +72,17 @@ def _decode(data: bytes, source: str) -> str:
         if data.startswith(bom):
             return _strict(data[len(bom) :], encoding, source)
     if b"\x00" in data:
-        encoding = _utf16_by_nuls(data)
-        if encoding is None:
+        utf16 = _utf16_by_nuls(data)
+        if utf16 is None:
             raise BinaryTextError(
                 source, f"the file holds NUL bytes, so it is binary, not a text export; {_REEXPORT}"
             )
-        return _strict(data, encoding, source)
+        return _strict(data, utf16, source)
+    return _decode_bytewise(data, source)
+
+
+def _decode_bytewise(data: bytes, source: str) -> str:
+    """UTF-8, else GB18030; else say where the text breaks, or that it is binary after all."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -89,8 +94,10 @@ def _decode(data: bytes, source: str) -> str:
         gb_error = exc
     if _mostly_undecodable(data):
         raise BinaryTextError(source, f"this is not text but binary data; {_REEXPORT}")
-    # The encoding that read further is the one the file is in, with a damaged byte where it stopped.
-    error, name = (utf8_error, "UTF-8") if utf8_error.start >= gb_error.start else (gb_error, "GB18030")
+    # The encoding that read further is the file's, with a damaged byte where it stopped.
+    error, name = (
+        (utf8_error, "UTF-8") if utf8_error.start >= gb_error.start else (gb_error, "GB18030")
+    )
     raise UndecodableTextError(
         source,
         f"byte {error.start} is not valid {name} (nor is the file UTF-16); "
@@ -100,16 +107,17 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _utf16_by_nuls(data: bytes) -> str | None:
-    """UTF-16 without a BOM shows NULs in the high byte of every ASCII character (digits, newlines)."""
+    """UTF-16 without a BOM has a NUL in the high byte of each ASCII character (digits, LF)."""
     if len(data) % 2:
         return None
     even_nuls = data[0::2].count(0)
     odd_nuls = data[1::2].count(0)
     units = len(data) // 2
-    # A real export has far more NULs on one side than the other; binary data has them on both.
-    if odd_nuls >= units * 0.1 and even_nuls <= odd_nuls * 0.02:
+    # A real export has far more NULs on one side than the other (the other side has a few from
+    # characters such as 一, U+4E00); binary data has them on both sides alike.
+    if odd_nuls >= units * 0.05 and even_nuls <= odd_nuls * 0.25:
         return "utf-16-le"
-    if even_nuls >= units * 0.1 and odd_nuls <= even_nuls * 0.02:
+    if even_nuls >= units * 0.05 and odd_nuls <= even_nuls * 0.25:
         return "utf-16-be"
     return None
 

@@ -12,10 +12,12 @@ from newsletter.content.cjktext import compare_key
 class Kind(enum.Enum):
     TEXT = "text"
     TOC_HEAD = "toc"  # 目录 CONTENTS
-    GROUP = "group"  # 动态 NEWS / 聚焦 FOCUS; `value` is news|focus, `text` what follows on the line
+    GROUP = (
+        "group"  # 动态 NEWS / 聚焦 FOCUS; `value` is news|focus, `text` what follows on the line
+    )
     SECTION = "section"  # ■ 政策; `value` is the section code, `page` set in the table of contents
-    BULLET = "bullet"  # an item opener: `- title`, `• title`, `**title**`
-    SOURCE = "source"  # （来源：URL）; `text` is the URL
+    BULLET = "bullet"  # an item opener `- title`, `• title`; `value` "bold" for `**title**`
+    SOURCE = "source"  # （来源：URL）; `text` is the URL, `value` "open" until the ） comes
     NUMBERED = "numbered"  # `1. text` or `一、text`; `value` is the marker (1. / 一、)
     REFS = "refs"  # 参考资料：
     PAGE_NUMBER = "page"  # page furniture: a lone page number
@@ -36,19 +38,25 @@ class Token:
 
 SECTION_NAMES = {"政策": "policy", "科研": "research", "园区/企业": "parks", "园区企业": "parks"}
 SECTION_NAMES |= {"园区": "parks", "企业": "parks", "需求": "demand"}
-_SECTION = re.compile(
-    r"^[■□◆◇▪▶►]\s*(?P<name>.+?)(?:(?:\s*[.…·．]{2,}\s*|\s+)(?P<page>\d{1,3}))?$"
-)
+_SECTION = re.compile(r"^[■□◆◇▪▶►]\s*(?P<name>.+?)(?:(?:\s*[.…·．]{2,}\s*|\s+)(?P<page>\d{1,3}))?$")
 _GROUP = re.compile(r"^(?P<zh>动\s*态|聚\s*焦)\s*(?:(?P<en>(?i:news|focus))\b\s*(?P<rest>.*)|$)")
 _TOC_HEAD = re.compile(r"^目\s*录(?:\s*(?i:contents))?$")
 _BULLET = re.compile(r"^(?:[-–*]\s+|[•·●▪◦]\s*)(?P<title>.+)$")
 _BOLD = re.compile(r"^\*\*(?P<title>.+?)\*\*$")
 _SOURCE = re.compile(r"^(?P<open>[（(])?\s*来\s*源\s*[：:]\s*(?P<url>.*?)\s*(?P<close>[）)])?$")
-_INLINE_SOURCE = re.compile(r"^(?P<text>.*\S)\s*[（(]\s*来\s*源\s*[：:]\s*(?P<url>[^（()）]+?)\s*[）)]$")
-_NUMBERED = re.compile(r"^(?:(?P<n>\d{1,2})\s*[.．](?!\d)|(?P<zh>[一二三四五六七八九十]{1,3})、)\s*(?P<text>\S.*)$")
+_INLINE_SOURCE = re.compile(
+    r"^(?P<text>.*\S)\s*[（(]\s*来\s*源\s*[：:]\s*(?P<url>[^（()）]+?)\s*[）)]$"
+)
+_NUMBERED = re.compile(
+    r"^(?:(?P<n>\d{1,2})\s*[.．](?!\d)|(?P<zh>[一二三四五六七八九十]{1,3})、)\s*(?P<text>\S.*)$"
+)
 _REFS = re.compile(r"^(参考资料|参考文献|资料来源)\s*[：:]?$")
-_PAGE_NUMBER = re.compile(r"^(?:[-–—]\s*)?\d{1,3}(?:\s*[-–—])?$|^第\s*\d{1,3}\s*页$|^\d{1,3}\s*/\s*\d{1,3}$")
-ISSUE_PATTERN = re.compile(r"(?P<year>\d{4})\s*年\s*第\s*(?P<number>[0-9一二三四五六七八九十百零〇两]+)\s*期")
+_PAGE_NUMBER = re.compile(
+    r"^(?:[-–—]\s*)?\d{1,3}(?:\s*[-–—])?$|^第\s*\d{1,3}\s*页$|^\d{1,3}\s*/\s*\d{1,3}$"
+)
+ISSUE_PATTERN = re.compile(
+    r"(?P<year>\d{4})\s*年\s*第\s*(?P<number>[0-9一二三四五六七八九十百零〇两]+)\s*期"
+)
 
 
 def lex(lines: list[str], publication: str) -> list[Token]:
@@ -100,15 +108,26 @@ def _classify(line: str, number: int, gap: bool, publication: str) -> list[Token
         return [token(Kind.NUMBERED, match["text"].strip(), marker)]
     if _REFS.match(line):
         return [token(Kind.REFS, line.rstrip("：:").strip() + "：")]
-    if match := _BULLET.match(line) or _BOLD.match(line):
-        title = match["title"].strip()
-        if title.startswith("**") and not title.endswith("**"):
-            return [token(Kind.BULLET, title[2:].strip(), "open")]
-        return [token(Kind.BULLET, unbold(title))]
+    if bullet := _bullet(line):
+        return [token(Kind.BULLET, *bullet)]
     if match := _INLINE_SOURCE.match(line):
         source = Token(Kind.SOURCE, number, _url(match["url"]), False, "", None, number)
         return [token(Kind.TEXT, match["text"]), source]
     return [token(Kind.TEXT, line)]
+
+
+def _bullet(line: str) -> tuple[str, str] | None:
+    """(title, value) of an item opener; value `bold` for a bold line, `open` for unclosed bold."""
+    if match := _BULLET.match(line):
+        title = match["title"].strip()
+        if title.startswith("**") and not title.endswith("**"):
+            return title[2:].strip(), "open"
+        return unbold(title), ""
+    if match := _BOLD.match(line):
+        return match["title"].strip(), "bold"
+    if line.startswith("**") and "**" not in line[2:]:
+        return line[2:].strip(), "open"
+    return None
 
 
 def _section(line: str) -> tuple[str, int | None] | None:
@@ -146,7 +165,10 @@ def _extend(previous: Token, line: str, number: int) -> Token:
     if previous.kind is Kind.SOURCE:
         closed = line.endswith(("）", ")"))
         url = previous.text + _url(line[:-1] if closed else line)
-        return Token(Kind.SOURCE, previous.line, url, previous.gap, "" if closed else "open", None, number)
+        return Token(
+            Kind.SOURCE, previous.line, url, previous.gap, "" if closed else "open", None, number
+        )
     closed = line.endswith("**")
     title = previous.text + (line[:-2].strip() if closed else line)
-    return Token(Kind.BULLET, previous.line, title, previous.gap, "" if closed else "open", None, number)
+    value = "bold" if closed else "open"
+    return Token(Kind.BULLET, previous.line, title, previous.gap, value, None, number)

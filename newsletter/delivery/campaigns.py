@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import insert, literal, update
 from sqlmodel import Session, col, func, select
 
-from newsletter.errors import NotFoundError
+from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.models import (
     Campaign,
     CampaignState,
@@ -73,12 +74,78 @@ def enqueue_active(session: Session, campaign: Campaign) -> int:
     return int(result.rowcount or 0)
 
 
-def mark_in_flight_unknown(session: Session, campaign_id: int) -> int:
-    """Rows left `sending` by a process that died: we cannot know if they went out."""
+def mark_lost_unknown(
+    session: Session, campaign_id: int, *, now: dt.datetime, everyone: bool
+) -> int:
+    """Rows left `sending` by a worker that died: we cannot know whether they went out.
+
+    `everyone` (SQLite: the lock proves no other sender lives) takes every `sending` row;
+    otherwise only rows whose lease has run out, so live workers keep theirs.
+    """
+    lost = (col(Delivery.campaign_id) == campaign_id) & (
+        col(Delivery.state) == DeliveryState.SENDING
+    )
+    if not everyone:
+        lost = lost & (col(Delivery.lease_until) < now)
     result = session.execute(
         update(Delivery)
-        .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state) == DeliveryState.SENDING)
-        .values(state=DeliveryState.UNKNOWN, reply="in flight when the sender stopped", updated_at=utcnow())
+        .where(lost)
+        .values(
+            state=DeliveryState.UNKNOWN, reply="in flight when its sender stopped; not resent",
+            worker="", lease_until=None, updated_at=now,
+        )
+    )  # fmt: skip
+    session.commit()
+    return int(result.rowcount or 0)
+
+
+def requeue_unknown(session: Session, campaign_id: int) -> int:
+    """`--resend-unknown`: staff accept that these few may get the issue twice."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.campaign_id) == campaign_id, col(Delivery.state) == DeliveryState.UNKNOWN
+        )
+        .values(state=DeliveryState.QUEUED, reply="", updated_at=utcnow())
+    )
+    session.commit()
+    return int(result.rowcount or 0)
+
+
+class CampaignStateError(NewsletterError, ValueError):
+    def __init__(self, campaign_id: int, state: str, wanted: str) -> None:
+        super().__init__(f"campaign {campaign_id} is {state}; it cannot be {wanted}")
+
+
+def pause(session: Session, campaign: Campaign, reason: str = "paused by staff") -> None:
+    if campaign.state not in (CampaignState.READY, CampaignState.SENDING):
+        raise CampaignStateError(campaign.id or 0, str(campaign.state), "paused")
+    campaign.state, campaign.reason = CampaignState.PAUSED, reason
+    session.add(campaign)
+    session.commit()
+
+
+def resume(session: Session, campaign: Campaign) -> None:
+    if campaign.state != CampaignState.PAUSED:
+        raise CampaignStateError(campaign.id or 0, str(campaign.state), "resumed")
+    campaign.state, campaign.reason = CampaignState.SENDING, ""
+    session.add(campaign)
+    session.commit()
+
+
+def cancel(session: Session, campaign: Campaign) -> int:
+    """Stop for good: rows not yet sent become `skipped`. Rows already sent stay sent."""
+    if campaign.state in (CampaignState.FINISHED, CampaignState.CANCELLED):
+        raise CampaignStateError(campaign.id or 0, str(campaign.state), "cancelled")
+    campaign.state, campaign.reason = CampaignState.CANCELLED, "cancelled by staff"
+    session.add(campaign)
+    result = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.campaign_id) == campaign.id,
+            col(Delivery.state).in_([DeliveryState.QUEUED, DeliveryState.RETRY]),
+        )
+        .values(state=DeliveryState.SKIPPED, reply="campaign cancelled", updated_at=utcnow())
     )
     session.commit()
     return int(result.rowcount or 0)
@@ -113,3 +180,61 @@ def summarise(session: Session, campaign: Campaign) -> CampaignSummary:
 def list_summaries(session: Session) -> list[CampaignSummary]:
     campaigns = session.exec(select(Campaign).order_by(col(Campaign.id))).all()
     return [summarise(session, c) for c in campaigns]
+
+
+class CampaignPausedError(NewsletterError, RuntimeError):
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign_id = campaign.id
+        super().__init__(
+            f"campaign {campaign.id} is paused ({campaign.reason or 'no reason given'}); "
+            f"fix the cause, then `newsletter campaign resume {campaign.id}`"
+        )
+
+
+def prepare_send(session: Session, issue: IssueRecord) -> tuple[Campaign, int]:
+    """The campaign to send now, with every active subscriber in its ledger; (campaign, added)."""
+    campaign, _ = open_campaign(session, issue)
+    if campaign.state == CampaignState.PAUSED:
+        raise CampaignPausedError(campaign)
+    added = enqueue_active(session, campaign)
+    live = {DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING}
+    if campaign.state in (CampaignState.READY, CampaignState.FINISHED) and any(
+        counts(session, campaign.id or 0).get(s) for s in live
+    ):
+        campaign.state, campaign.finished_at = CampaignState.SENDING, None
+        session.add(campaign)
+        session.commit()
+    return campaign, added
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    email: str
+    embassy: str
+    state: str
+    attempts: int
+    reply: str
+    sent_at: dt.datetime | None
+    message_id: str
+
+
+def ledger(session: Session, campaign_id: int) -> list[LedgerRow]:
+    """Who got what: every recipient of a campaign with its state and the last SMTP reply."""
+    rows = session.exec(
+        select(Subscriber.email, Subscriber.embassy_code, Delivery)
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(Delivery.campaign_id == campaign_id)
+        .order_by(col(Subscriber.embassy_code), col(Subscriber.email))
+    ).all()
+    return [
+        LedgerRow(email, embassy, str(d.state), d.attempts, d.reply, d.sent_at, d.message_id)
+        for email, embassy, d in rows
+    ]
+
+
+def counts_by_embassy(rows: list[LedgerRow]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for row in rows:
+        per = table.setdefault(row.embassy, {})
+        per[row.state] = per.get(row.state, 0) + 1
+    return table

@@ -9,10 +9,23 @@ import jinja2
 
 from newsletter.config import Settings
 from newsletter.content.model import Issue
-from newsletter.delivery.message import DkimKey, Envelope, build_message, dkim_sign, message_id, serialise
+from newsletter.delivery.message import (
+    DkimKey,
+    Envelope,
+    build_message,
+    dkim_sign,
+    message_id,
+    serialise,
+)
 from newsletter.delivery.transports import Outgoing
 from newsletter.render.cache import ProfileCache
-from newsletter.render.digest import DigestLinks, Recipient, RenderedDigest, personalise, render_digest
+from newsletter.render.digest import (
+    DigestLinks,
+    Recipient,
+    RenderedDigest,
+    personalise,
+    render_digest,
+)
 from newsletter.subscriptions.tokens import Purpose, make_token
 from newsletter.tailor import Audience, Selection, profile_key, select_items
 from newsletter.taxonomy import EmbassyDef, SectorDef
@@ -69,8 +82,12 @@ def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, st
     digest = ctx.cache.get_or_render(
         key,
         lambda: render_digest(
-            ctx.issue, selection, language=recipient.language, sectors=ctx.sectors,
-            links=ctx.links, env=ctx.env,
+            ctx.issue,
+            selection,
+            language=recipient.language,
+            sectors=ctx.sectors,
+            links=ctx.links,
+            env=ctx.env,
         ),  # fmt: skip
     )
     return selection, key, digest
@@ -106,7 +123,9 @@ def compose(
         from_name=settings.sender.name,
         to_address=recipient.email,
         to_name=recipient.name,
-        message_id=message_id(settings.secret, campaign_id, recipient.subscriber_id, settings.domain),
+        message_id=message_id(
+            settings.secret, campaign_id, recipient.subscriber_id, settings.domain
+        ),
         list_id=f"{settings.list_id}.{settings.domain}",
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=mailto,

@@ -118,11 +118,19 @@ class DkimKey:
 
 
 def dkim_sign(data: bytes, key: DkimKey) -> bytes:
-    present = {line.split(b":", 1)[0].strip().lower() for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n") if b":" in line}
+    present = {
+        line.split(b":", 1)[0].strip().lower()
+        for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        if b":" in line
+    }
     headers = [h for h in DKIM_HEADERS if h.lower() in present]
     try:
         signature = dkim.sign(
-            data, key.selector.encode(), key.domain.encode(), key.private_key, include_headers=headers
+            data,
+            key.selector.encode(),
+            key.domain.encode(),
+            key.private_key,
+            include_headers=headers,
         )
     except dkim.DKIMException as exc:
         raise DeliveryError(f"DKIM signing failed (check [dkim] key_file): {exc}") from None

@@ -39,7 +39,12 @@ class RecordingHandler:
         self.rcpt_replies.setdefault(rcpt.lower(), deque()).extend(replies)
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
         with self.lock:
@@ -74,7 +79,9 @@ class LoopbackController(Controller):  # type: ignore[misc]
         super()._trigger_server()
 
 
-def start_sink(handler: RecordingHandler | None = None, *, host: str = "127.0.0.1") -> LoopbackController:
+def start_sink(
+    handler: RecordingHandler | None = None, *, host: str = "127.0.0.1"
+) -> LoopbackController:
     controller = LoopbackController(handler or RecordingHandler(), hostname=host, port=0)
     controller.start()
     return controller

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +123,9 @@ class SmtpConnection:
         try:
             if self.client is None or not self.client.is_connected:
                 self.client = await self._open()
-            _, response = await self.client.sendmail(message.mail_from, [message.rcpt], message.data)
+            _, response = await self.client.sendmail(
+                message.mail_from, [message.rcpt], message.data
+            )
             return Reply(250, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
@@ -132,7 +133,11 @@ class SmtpConnection:
         except aiosmtplib.SMTPAuthenticationError as exc:
             await self._drop()
             return Reply(exc.code, f"authentication failed: {exc.message}")
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError) as exc:
+        except (
+            aiosmtplib.SMTPServerDisconnected,
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPTimeoutError,
+        ) as exc:
             await self._drop()
             return Reply(CONNECTION_FAULT, f"connection fault: {exc}")
         except aiosmtplib.SMTPResponseException as exc:
@@ -142,7 +147,7 @@ class SmtpConnection:
         except (ssl.SSLError, aiosmtplib.SMTPNotSupported) as exc:
             await self._drop()
             return Reply(LOCAL_FAULT, f"TLS or server capability fault: {exc}")
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             await self._drop()
             return Reply(CONNECTION_FAULT, f"connection fault: {exc}")
 

@@ -208,10 +208,14 @@ def import_rows(
     return report
 
 
-def add(session: Session, row: ListRow, *, status: SubscriberStatus, actor: str, via: str) -> Subscriber:
+def add(
+    session: Session, row: ListRow, *, status: SubscriberStatus, actor: str, via: str
+) -> Subscriber:
     _validate_refs(session, row.embassy, row.sectors)
     if session.exec(select(Subscriber).where(Subscriber.email == row.email)).first():
-        raise ListImportError(f"{row.email} is already subscribed; see `newsletter subscribers show`")
+        raise ListImportError(
+            f"{row.email} is already subscribed; see `newsletter subscribers show`"
+        )
     report = ImportReport()
     subscriber = upsert(
         session, row, status=status, actor=actor, via=via, consent=f"{via}:{actor}", report=report

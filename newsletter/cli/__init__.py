@@ -1,0 +1,12 @@
+"""The `newsletter` command line: parse, call the core, print. Exit 0 ok, 1 user error, 2 usage."""
+
+from __future__ import annotations
+
+from newsletter.cli import campaigns, digests, issues, reference, setup, subscribers  # noqa: F401
+from newsletter.cli.base import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

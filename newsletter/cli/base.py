@@ -1,0 +1,102 @@
+"""Shared pieces of the command line: the root app, options, settings and output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+from rich.console import Console
+from sqlmodel import Session
+
+from newsletter import runtime
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, NewsletterError
+
+T = TypeVar("T")
+err = Console(stderr=True)
+out = Console(highlight=False)
+
+
+class _Group(typer.core.TyperGroup):
+    """Turns every `NewsletterError` into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Tailored e-journal digests for science-and-technology diplomats.",
+)  # fmt: skip
+
+
+def group(name: str, help: str) -> typer.Typer:
+    """A sub-command group (`newsletter NAME ...`) registered on the root app."""
+    sub = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Config file (default ./newsletter.toml or $NEWSLETTER_CONFIG)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: ConfigOption = None) -> None:
+    ctx.obj = config
+
+
+def settings_for(ctx: typer.Context, config: Path | None = None) -> Settings:
+    """`--config` after the command wins over `--config` before it."""
+    return load_settings(config or ctx.find_root().obj)
+
+
+def print_json(value: object) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@contextmanager
+def open_session(settings: Settings) -> Iterator[Session]:
+    engine = runtime.open_database(settings)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+
+
+def run_until_signal(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """Run `work`; SIGINT or SIGTERM set `stop` so it can finish what is in flight and exit."""
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await work
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
