@@ -58,6 +58,17 @@ class DeliverySettings(BaseModel):
     poll_seconds: float = Field(default=5.0, gt=0)
 
 
+class ScheduleSettings(BaseModel):
+    # Local time of day (HH:MM, each mission's own clock) used when `schedule` gets no time.
+    local_time: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # A scheduled send may start this late (the scheduler was down); later, it is missed.
+    misfire_grace_hours: float = Field(default=6.0, gt=0)
+    # How often `run` looks for jobs that other commands (`schedule`, `digest`) added.
+    poll_seconds: float = Field(default=1.0, gt=0)
+    # How often a standby `run` tries to take the scheduler lock another process holds.
+    lock_retry_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every option, with the default `newsletter init` writes into the sample file."""
 
@@ -78,6 +89,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
     delivery: DeliverySettings = DeliverySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     # Where relative paths in the file are resolved: the folder holding the config file.
     base_dir: str = "."
 
@@ -211,4 +223,15 @@ retry_max_age_hours = 48
 lease_seconds = 600
 # How often an idle worker looks for work.
 poll_seconds = 5
+
+[schedule]
+# Local time (HH:MM, each mission's own clock) of a `newsletter schedule` given no time.
+local_time = "09:00"
+# A scheduled send whose time passed while `newsletter run` was down still goes out if it
+# is at most this late; later than that it is reported as missed and not sent.
+misfire_grace_hours = 6
+# How often `newsletter run` looks for jobs added by other commands.
+poll_seconds = 1
+# How often a standby `newsletter run` retries the scheduler lock held by another one.
+lock_retry_seconds = 5
 '''

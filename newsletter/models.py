@@ -180,3 +180,82 @@ class Suppression(SQLModel, table=True):
     email_hash: str = Field(primary_key=True, max_length=64)
     reason: str = ""
     at: dt.datetime = Field(default_factory=utcnow)
+
+
+class PlanState(StrEnum):
+    PLANNED = "planned"
+    FIRED = "fired"
+    MISSED = "missed"
+    CANCELLED = "cancelled"
+
+
+class SchedulePlan(SQLModel, table=True):
+    """One scheduled send: the rows of a campaign due at one instant (one time zone, one date)."""
+
+    __tablename__ = "schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    # IANA name, or "UTC+08:00" for a send given as one absolute time (`--at`).
+    timezone: str = Field(max_length=64)
+    local_date: dt.date | None = None
+    local_time: str = Field(default="", max_length=5)
+    fire_at: dt.datetime
+    not_after: dt.datetime
+    recipients: int = 0
+    state: PlanState = Field(default=PlanState.PLANNED, index=True, sa_type=String(20))
+    reason: str = ""
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    fired_at: dt.datetime | None = None
+
+
+class ScheduleDelivery(SQLModel, table=True):
+    """Which ledger rows a plan sends; a row may belong to several plans over time."""
+
+    __tablename__ = "schedule_delivery"
+
+    plan_id: int = Field(foreign_key="schedule.id", primary_key=True, ondelete="CASCADE")
+    delivery_id: int = Field(foreign_key="delivery.id", primary_key=True, index=True)
+
+
+class DigestState(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class DigestSchedule(SQLModel, table=True):
+    """A recurring digest: a crontab read in UTC, or in each mission's local time."""
+
+    __tablename__ = "digest_schedule"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cron: str = Field(max_length=120)
+    local: bool = False
+    state: DigestState = Field(default=DigestState.ACTIVE, sa_type=String(20))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class DigestRun(SQLModel, table=True):
+    """One run (or one missed run) of a digest job, for one time zone ("" when read in UTC)."""
+
+    __tablename__ = "digest_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest_id: int = Field(foreign_key="digest_schedule.id", index=True, ondelete="CASCADE")
+    timezone: str = Field(default="", max_length=64)
+    state: str = Field(default="ran", max_length=20)  # ran | missed
+    scheduled_for: dt.datetime | None = None
+    ran_at: dt.datetime = Field(default_factory=utcnow)
+    issues: int = 0
+    enqueued: int = 0
+
+
+class ReceivedItem(SQLModel, table=True):
+    """An item a subscriber has been sent, so no later digest repeats it."""
+
+    __tablename__ = "received_item"
+
+    subscriber_id: int = Field(foreign_key="subscriber.id", primary_key=True, ondelete="CASCADE")
+    item_id: int = Field(foreign_key="item.id", primary_key=True, ondelete="CASCADE")
+    delivery_id: int = Field(foreign_key="delivery.id", index=True)
+    received_at: dt.datetime = Field(default_factory=utcnow)

@@ -387,6 +387,13 @@ def test_a_date_line_and_bold_sub_headings() -> None:
     assert "\n\n## 举办云栖大会，打造行业影响力\n\n" in issue.items_in("focus")[0].body
 
 
+def test_wrapped_source_urls_and_bold_titles_are_rejoined() -> None:
+    text = SEED.replace("zcmq2020_dfjs/202003/", "zcmq2020_dfjs/\n202003/", 1)
+    text = text.replace("**深圳先研院提出优化软体机器人", "**深圳先研院提出优化软体机器人\n", 1)
+    text = text.replace("- **西安高新区经济", "- **西安高新区\n经济", 1)
+    assert _convert_text(text).issue == SEED_ISSUE
+
+
 def test_arabic_and_large_chinese_issue_numbers() -> None:
     assert _convert_text(SEED.replace("第一期", "第3期", 1)).issue.number == 3
     assert _convert_text(SEED.replace("第一期", "第十二期", 1)).issue.number == 12

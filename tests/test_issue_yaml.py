@@ -22,7 +22,11 @@ def test_sample_issue_has_every_item_of_the_journal() -> None:
     focus = issue.items_in("focus")[0]
     assert focus.always
     assert [line[:5] for line in focus.body.splitlines() if line.startswith("## ")] == [
-        "## 1.", "## 2.", "## 3.", "## 4.", "## 5."
+        "## 1.",
+        "## 2.",
+        "## 3.",
+        "## 4.",
+        "## 5.",
     ]
     assert all(item.sectors for item in issue.items)
 
@@ -45,8 +49,18 @@ def _line_of(text: str, needle: str) -> int:
     ("old", "new", "field", "words"),
     [
         ("section: policy", "section: politics", "items[0].section", "unknown section 'politics'"),
-        ("sectors: [innovation-policy,", "sectors: [quantum-gravity,", "items[0].sectors", "unknown sector"),
-        ("\n    title: 国务院《关于促进国家高新技术", "\n    titel: 国务院《关于促进国家高新技术", "items[0].titel", "unknown field"),
+        (
+            "sectors: [innovation-policy,",
+            "sectors: [quantum-gravity,",
+            "items[0].sectors",
+            "unknown sector",
+        ),
+        (
+            "\n    title: 国务院《关于促进国家高新技术",
+            "\n    titel: 国务院《关于促进国家高新技术",
+            "items[0].titel",
+            "unknown field",
+        ),
         ("year: 2020", "year: twenty", "year", "whole number"),
         ("date: 2020-08-01", "date: 2020-13-01", "date", "not a date"),
     ],

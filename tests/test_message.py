@@ -34,7 +34,9 @@ def _parse(data: bytes) -> EmailMessage:
 
 def test_message_has_every_header_design_asks_for() -> None:
     envelope = _envelope()
-    msg = build_message(envelope, subject="中国科技创新速递 2020年第1期｜人工智能", text="正文", html="<p>正文</p>")
+    msg = build_message(
+        envelope, subject="中国科技创新速递 2020年第1期｜人工智能", text="正文", html="<p>正文</p>"
+    )
     parsed = _parse(serialise(msg, envelope))
     assert parsed["Subject"] == "中国科技创新速递 2020年第1期｜人工智能"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -58,7 +60,7 @@ def test_message_id_is_stable_and_private() -> None:
 HOSTILE = [
     "Evil\r\nBcc: victim@example.com",
     'Mallory <mallory@evil.example>, "x" <y@evil.example>',
-    "a,b,c;d:e<f>@g\"h\\i",
+    'a,b,c;d:e<f>@g"h\\i',
     "\u202eRTL override 李\u200f",
     "x" * 300 + " <z@evil.example>",
 ]
@@ -67,7 +69,9 @@ HOSTILE = [
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_display_names_never_add_a_recipient_or_header(name: str) -> None:
     envelope = _envelope(to_name=name)
-    msg = build_message(envelope, subject=f"subject\r\nBcc: x@evil.example {name}", text="t", html="h")
+    msg = build_message(
+        envelope, subject=f"subject\r\nBcc: x@evil.example {name}", text="t", html="h"
+    )
     data = serialise(msg, envelope)
     parsed = _parse(data)
     assert [a.addr_spec for a in parsed["To"].addresses] == ["li.wei@de-berlin.example.org"]

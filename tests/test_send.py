@@ -73,11 +73,18 @@ def test_each_active_subscriber_gets_one_tailored_digest_once(
         assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
         # Unfolding keeps the folding space before a value that starts on a continuation line.
         subject = str(parsed["Subject"]).strip()
-        name = "中国科技创新速递 2020年第1期" if language[message.rcpt] == "zh" else "Express 2020 No. 1"
+        name = (
+            "中国科技创新速递 2020年第1期"
+            if language[message.rcpt] == "zh"
+            else "Express 2020 No. 1"
+        )
         assert name in subject, subject
         assert parsed["To"].addresses[0].addr_spec == message.rcpt
         assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert "/unsubscribe/" in parsed["List-Unsubscribe"] and "mailto:" in parsed["List-Unsubscribe"]
+        assert (
+            "/unsubscribe/" in parsed["List-Unsubscribe"]
+            and "mailto:" in parsed["List-Unsubscribe"]
+        )
         assert parsed["List-Id"] == f"<{instance.settings.list_id}.{domain}>"
         assert parsed["Message-ID"].endswith(f"@{domain}>") and host not in parsed["Message-ID"]
         assert b"=?utf-8?" in message.data.split(b"\r\n\r\n")[0]  # RFC 2047 subject
@@ -96,7 +103,9 @@ def test_digest_follows_the_explanation(
     _cli(runner, instance, "subscribers", "add", "bio.only@example.org", "--embassy", "de-berlin",
          "--sectors", "biomedicine", "--name", "王芳")  # fmt: skip
     decisions = json.loads(
-        _cli(runner, instance, "explain", "2020-01", "--subscriber", "bio.only@example.org", "--json")
+        _cli(
+            runner, instance, "explain", "2020-01", "--subscriber", "bio.only@example.org", "--json"
+        )
     )
     issue = json.loads(_cli(runner, instance, "issue", "show", "2020-01", "--json"))
     titles = {i["id"]: i["title"] for i in issue["items"]}
@@ -114,6 +123,15 @@ def test_digest_follows_the_explanation(
     for item_id in included:
         assert titles[item_id] in text
     preview = tmp_path / "preview.html"
-    _cli(runner, instance, "preview", "2020-01", "--subscriber", "bio.only@example.org", "-o", str(preview))
+    _cli(
+        runner,
+        instance,
+        "preview",
+        "2020-01",
+        "--subscriber",
+        "bio.only@example.org",
+        "-o",
+        str(preview),
+    )
     assert "王芳" in preview.read_text(encoding="utf-8")
     assert len(html.encode()) < 102_000

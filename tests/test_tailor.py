@@ -41,7 +41,9 @@ audiences = st.builds(
 
 
 @given(issues(), audiences)
-def test_every_item_gets_exactly_one_decision_in_issue_order(issue: Issue, audience: Audience) -> None:
+def test_every_item_gets_exactly_one_decision_in_issue_order(
+    issue: Issue, audience: Audience
+) -> None:
     selection = select_items(issue, audience)
     assert [d.item_id for d in selection.decisions] == [i.id for i in issue.items]
     assert set(selection.included) | set(selection.excluded) == {i.id for i in issue.items}
@@ -73,7 +75,9 @@ def test_an_item_is_in_iff_a_rule_lets_it_in(issue: Issue, audience: Audience) -
 
 
 @given(issues(), codes, places)
-def test_own_sectors_replace_the_embassy_defaults(issue: Issue, own: tuple[str, ...], where: tuple[str, ...]) -> None:
+def test_own_sectors_replace_the_embassy_defaults(
+    issue: Issue, own: tuple[str, ...], where: tuple[str, ...]
+) -> None:
     with_defaults = Audience(frozenset(own), frozenset({"talent", "ai"}), frozenset(where))
     without = Audience(frozenset(own), frozenset(), frozenset(where))
     if own:
@@ -87,7 +91,9 @@ def test_no_interests_means_the_whole_issue(issue: Issue, place: str) -> None:
 
 
 @given(issues(), audiences, audiences)
-def test_profile_key_equal_exactly_when_the_digest_is_the_same(issue: Issue, a: Audience, b: Audience) -> None:
+def test_profile_key_equal_exactly_when_the_digest_is_the_same(
+    issue: Issue, a: Audience, b: Audience
+) -> None:
     sa, sb = select_items(issue, a), select_items(issue, b)
     same = sa.included == sb.included and sa.matched_sectors == sb.matched_sectors
     assert (profile_key(sa, "zh") == profile_key(sb, "zh")) == same

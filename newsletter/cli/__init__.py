@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from newsletter.cli import campaigns, digests, issues, reference, setup, subscribers  # noqa: F401
+from newsletter.cli import (  # noqa: F401
+    bounces,
+    campaigns,
+    digests,
+    issues,
+    reference,
+    schedule,
+    setup,
+    subscribers,
+    web,
+)
 from newsletter.cli.base import app
 
 __all__ = ["app", "main"]

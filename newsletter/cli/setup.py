@@ -81,7 +81,7 @@ def demo(
     _initialise(settings)
     with open_session(settings) as session:
         rows = read_lists(session, [runtime.data_dir(settings) / "lists"], skip_invalid=False)
-        store.import_rows(session, rows, actor="demo", via="import")
+        store.import_rows(session, rows, actor="demo", via="import", secret=settings.secret)
         sample = issue_intake.sample_issue_path()
         issue, text, _ = issue_intake.read_issue_file(
             sample.read_bytes(),

@@ -12,10 +12,9 @@ from newsletter.content.cjktext import compare_key
 class Kind(enum.Enum):
     TEXT = "text"
     TOC_HEAD = "toc"  # 目录 CONTENTS
-    GROUP = (
-        "group"  # 动态 NEWS / 聚焦 FOCUS; `value` is news|focus, `text` what follows on the line
-    )
-    SECTION = "section"  # ■ 政策; `value` is the section code, `page` set in the table of contents
+    # 动态 NEWS / 聚焦 FOCUS; `value` is news|focus, `text` what follows on the line.
+    GROUP = "group"
+    SECTION = "section"  # ■ 政策; `value` is the section code ("" for a name not in the journal)
     BULLET = "bullet"  # an item opener `- title`, `• title`; `value` "bold" for `**title**`
     SOURCE = "source"  # （来源：URL）; `text` is the URL, `value` "open" until the ） comes
     NUMBERED = "numbered"  # `1. text` or `一、text`; `value` is the marker (1. / 一、)
@@ -32,7 +31,6 @@ class Token:
     text: str  # the payload, markers stripped
     gap: bool  # a blank line came before it
     value: str = ""
-    page: int | None = None
     last_line: int = 0  # where a token merged from several lines ends
 
 
@@ -84,8 +82,8 @@ def unbold(text: str) -> str:
 
 
 def _classify(line: str, number: int, gap: bool, publication: str) -> list[Token]:
-    def token(kind: Kind, text: str, value: str = "", page: int | None = None) -> Token:
-        return Token(kind, number, text, gap, value, page, number)
+    def token(kind: Kind, text: str, value: str = "") -> Token:
+        return Token(kind, number, text, gap, value, number)
 
     if _PAGE_NUMBER.match(line):
         return [token(Kind.PAGE_NUMBER, line)]
@@ -98,8 +96,8 @@ def _classify(line: str, number: int, gap: bool, publication: str) -> list[Token
     if match := _GROUP.match(line):
         group = "news" if compare_key(match["zh"]) == "动态" else "focus"
         return [token(Kind.GROUP, (match["rest"] or "").strip(), group)]
-    if section := _section(line):
-        return [token(Kind.SECTION, line, section[0], section[1])]
+    if (section := _section(line)) is not None:
+        return [token(Kind.SECTION, line, section)]
     if match := _SOURCE.match(line):
         still_open = bool(match["open"]) and not match["close"]
         return [token(Kind.SOURCE, _url(match["url"]), "open" if still_open else "")]
@@ -111,7 +109,7 @@ def _classify(line: str, number: int, gap: bool, publication: str) -> list[Token
     if bullet := _bullet(line):
         return [token(Kind.BULLET, *bullet)]
     if match := _INLINE_SOURCE.match(line):
-        source = Token(Kind.SOURCE, number, _url(match["url"]), False, "", None, number)
+        source = Token(Kind.SOURCE, number, _url(match["url"]), False, "", number)
         return [token(Kind.TEXT, match["text"]), source]
     return [token(Kind.TEXT, line)]
 
@@ -130,16 +128,15 @@ def _bullet(line: str) -> tuple[str, str] | None:
     return None
 
 
-def _section(line: str) -> tuple[str, int | None] | None:
-    """(code, page) of a section heading; an unknown name after ■ is still a heading (code "")."""
+def _section(line: str) -> str | None:
+    """The code of a section heading; an unknown name after ■ is still a heading (code "")."""
     match = _SECTION.match(line)
     if match is None:
         bare = re.sub(r"\s+|[A-Za-z&]+$", "", line)
-        return (SECTION_NAMES[bare], None) if bare in SECTION_NAMES else None
+        return SECTION_NAMES.get(bare)
     name = re.sub(r"\s+", "", match["name"])
     name = re.sub(r"[A-Za-z&]+$", "", name)  # an English name after the Chinese one
-    page = int(match["page"]) if match["page"] else None
-    return SECTION_NAMES.get(name, ""), page
+    return SECTION_NAMES.get(name, "")
 
 
 def _is_running_head(line: str, publication: str) -> bool:
@@ -165,10 +162,9 @@ def _extend(previous: Token, line: str, number: int) -> Token:
     if previous.kind is Kind.SOURCE:
         closed = line.endswith(("）", ")"))
         url = previous.text + _url(line[:-1] if closed else line)
-        return Token(
-            Kind.SOURCE, previous.line, url, previous.gap, "" if closed else "open", None, number
-        )
+        value = "" if closed else "open"
+        return Token(Kind.SOURCE, previous.line, url, previous.gap, value, number)
     closed = line.endswith("**")
     title = previous.text + (line[:-2].strip() if closed else line)
     value = "bold" if closed else "open"
-    return Token(Kind.BULLET, previous.line, title, previous.gap, value, None, number)
+    return Token(Kind.BULLET, previous.line, title, previous.gap, value, number)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -10,7 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class RecordingHandler:
     # recipient address -> replies to give on RCPT, one per attempt, before accepting.
     rcpt_replies: dict[str, deque[str]] = field(default_factory=dict)
     helo_names: list[str] = field(default_factory=list)
+    # Seconds to wait before answering DATA: a slow server, so a send can be caught mid-way.
+    data_delay: float = 0.0
+    # Replies to give on MAIL FROM, one per transaction, before accepting (e.g. 421 bursts).
+    mail_replies: deque[str] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script(self, rcpt: str, *replies: str) -> None:
@@ -51,6 +57,15 @@ class RecordingHandler:
             self.helo_names.append(hostname)
         return responses
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.mail_replies:
+            return self.mail_replies.popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -61,6 +76,8 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         content: Any = envelope.original_content or envelope.content
         with self.lock:
             for rcpt in envelope.rcpt_tos:
@@ -74,14 +91,36 @@ class LoopbackController(Controller):  # type: ignore[misc]
     Learn the bound port first (aiosmtpd issues #276, #388); aiosmtpd is pinned for this reason.
     """
 
+    def factory(self) -> SMTP:
+        # The sink listens on loopback only; AUTH without TLS there is a deliberate test setup.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
+            return super().factory()
+
     def _trigger_server(self) -> None:
         self.port = self.server.sockets[0].getsockname()[1]
         super()._trigger_server()
 
 
 def start_sink(
-    handler: RecordingHandler | None = None, *, host: str = "127.0.0.1"
+    handler: RecordingHandler | None = None,
+    *,
+    host: str = "127.0.0.1",
+    login: tuple[str, str] | None = None,
 ) -> LoopbackController:
-    controller = LoopbackController(handler or RecordingHandler(), hostname=host, port=0)
+    """Start a sink; with `login`, AUTH (over plain TCP: loopback only) is required."""
+    kwargs: dict[str, Any] = {}
+    if login is not None:
+
+        def check(
+            server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+        ) -> AuthResult:
+            if not isinstance(data, LoginPassword):
+                return AuthResult(success=False)
+            given = (bytes(data.login).decode(), bytes(data.password).decode())
+            return AuthResult(success=given == login)
+
+        kwargs = {"auth_required": True, "auth_require_tls": False, "authenticator": check}
+    controller = LoopbackController(handler or RecordingHandler(), hostname=host, port=0, **kwargs)
     controller.start()
     return controller

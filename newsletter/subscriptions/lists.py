@@ -13,10 +13,18 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.errors import ListImportError
 
 LIST_COLUMNS = ("email", "name", "title", "sectors", "language")
+# Exports add the status, so a list moved to another instance keeps who left; import reads it.
+EXPORT_COLUMNS = (*LIST_COLUMNS, "status")
 LANGUAGES = ("zh", "en")
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 MAX_NAME = 200
-# A leading character that makes a spreadsheet evaluate the cell.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A leading character that makes a spreadsheet evaluate the cell (OWASP "CSV injection"), and the
+# full-width forms a CJK input method types, which some spreadsheets also take as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")
+# Invisible characters a real name may need: right-to-left and left-to-right marks (Arabic and
+# Hebrew names), the Arabic letter mark, and the joiners inside Persian words and emoji sequences.
+# Bidi embeddings, overrides and isolates stay refused: they can reorder what staff see.
+_ALLOWED_FORMAT = frozenset("\u200e\u200f\u061c\u200c\u200d")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class ListRow:
     language: str
     source: str
     line: int
+    status: str = ""  # "" when the list does not say; else one of STATUSES
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,11 @@ def normalise_email(raw: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-def _control_chars(text: str) -> bool:
-    return any(unicodedata.category(ch) in {"Cc", "Cf"} and ch not in "\u200d" for ch in text)
+def _bad_char(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    # Cc: controls; Zl/Zp: line and paragraph separators (a line break by another name);
+    # Cs: lone surrogates, which no real text holds.
+    return category in ("Cc", "Zl", "Zp", "Cs") or (category == "Cf" and ch not in _ALLOWED_FORMAT)
 
 
 def unformula(cell: str) -> str:
@@ -74,12 +86,69 @@ def reformula(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and cell[1:2] in (*_FORMULA_START, "'") else cell
 
 
-def _check_text(value: str, column: str, limit: int) -> str | None:
-    if _control_chars(value):
+def check_text(value: str, column: str, limit: int = MAX_NAME) -> str | None:
+    """Why a free-text value (name, title) cannot be stored, or None when it can."""
+    if any(_bad_char(ch) for ch in value):
         return f"{column} contains control or invisible formatting characters"
     if len(value) > limit:
         return f"{column} is longer than {limit} characters"
     return None
+
+
+def parse_sector_codes(cell: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.strip() for c in cell.replace(",", ";").split(";") if c.strip()))
+
+
+@dataclass(frozen=True)
+class _Refs:
+    source: str
+    embassy: str | None
+    embassies: Collection[str]
+    sectors: Collection[str]
+
+
+def _parse_record(cells: dict[str, str], line: int, refs: _Refs) -> ListRow | RowError:
+    """One row, or the first thing wrong with it."""
+
+    def bad(column: str, reason: str) -> RowError:
+        return RowError(refs.source, line, column, reason)
+
+    try:
+        email = normalise_email(cells.get("email", ""))
+    except ValueError as exc:
+        return bad("email", f"{cells.get('email', '')!r}: {exc}")
+    embassy = refs.embassy or cells.get("embassy", "")
+    if refs.embassy and cells.get("embassy", "") not in ("", refs.embassy):
+        return bad("embassy", f"{cells['embassy']!r} differs from the file name ({refs.embassy})")
+    if embassy not in refs.embassies:
+        return bad("embassy", f"unknown embassy {embassy!r}; see `newsletter embassies list`")
+    codes = parse_sector_codes(cells.get("sectors", ""))
+    unknown = [c for c in codes if c not in refs.sectors]
+    if unknown:
+        return bad(
+            "sectors", f"unknown sector(s) {', '.join(unknown)}; see `newsletter sectors list`"
+        )
+    language = cells.get("language", "") or "zh"
+    if language not in LANGUAGES:
+        return bad("language", f"{language!r}: use zh or en")
+    status = cells.get("status", "").lower()
+    if status and status not in STATUSES:
+        return bad("status", f"{status!r}: use one of {', '.join(STATUSES)} or leave it empty")
+    for column in ("name", "title"):
+        problem = check_text(cells.get(column, ""), column)
+        if problem:
+            return bad(column, problem)
+    return ListRow(
+        email, cells.get("name", ""), cells.get("title", ""), embassy, codes, language,
+        refs.source, line, status,
+    )  # fmt: skip
+
+
+def _header(reader: csv.DictReader[str]) -> tuple[str, ...]:
+    # Spreadsheets keep whatever case and spacing staff typed in the header row.
+    names = tuple((name or "").strip().lower() for name in reader.fieldnames or ())
+    reader.fieldnames = list(names)
+    return names
 
 
 def parse_list(
@@ -92,77 +161,56 @@ def parse_list(
 ) -> tuple[list[ListRow], list[RowError]]:
     """Rows and errors of one CSV list. `embassy` comes from the file name when it has one."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = tuple(reader.fieldnames or ())
+    try:
+        header = _header(reader)
+    except csv.Error as exc:
+        return [], [RowError(source, 1, "header", f"not a CSV header: {exc}")]
     required = ("email",) if embassy else ("email", "embassy")
     missing = [c for c in required if c not in header]
     if missing:
-        return [], [RowError(source, 1, ",".join(missing), "missing column(s) in the header")]
+        hint = "" if embassy else "; name the file <embassy-code>.csv or add an embassy column"
+        reason = f"missing column(s) in the header{hint}"
+        return [], [RowError(source, 1, ",".join(missing), reason)]
+    refs = _Refs(source, embassy, embassies, sectors)
     rows: list[ListRow] = []
     errors: list[RowError] = []
     seen: dict[str, int] = {}
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append(RowError(source, reader.line_num, "row", f"not valid CSV: {exc}"))
+            break
         line = reader.line_num
-
-        def bad(column: str, reason: str, line: int = line) -> None:
-            errors.append(RowError(source, line, column, reason))
-
         if None in record:
-            bad("row", "more cells than header columns")
+            errors.append(RowError(source, line, "row", "more cells than header columns"))
             continue
         cells = {k: reformula((v or "").strip()) for k, v in record.items()}
-        try:
-            email = normalise_email(cells["email"])
-        except ValueError as exc:
-            bad("email", f"{cells['email']!r}: {exc}")
-            continue
-        if email in seen:
-            bad("email", f"{email} already on line {seen[email]}")
-            continue
-        seen[email] = line
-        row_embassy = embassy or cells.get("embassy", "")
-        if row_embassy not in embassies:
-            bad("embassy", f"unknown embassy {row_embassy!r}; see `newsletter embassies list`")
-            continue
-        codes = tuple(
-            dict.fromkeys(c.strip() for c in cells.get("sectors", "").split(";") if c.strip())
-        )
-        unknown = [c for c in codes if c not in sectors]
-        if unknown:
-            bad("sectors", f"unknown sector(s) {', '.join(unknown)}; see `newsletter sectors list`")
-            continue
-        language = cells.get("language", "") or "zh"
-        if language not in LANGUAGES:
-            bad("language", f"{language!r}: use zh or en")
-            continue
-        problem = _check_text(cells.get("name", ""), "name", MAX_NAME) or _check_text(
-            cells.get("title", ""), "title", MAX_NAME
-        )
-        if problem:
-            bad(problem.split()[0], problem)
-            continue
-        rows.append(
-            ListRow(
-                email,
-                cells.get("name", ""),
-                cells.get("title", ""),
-                row_embassy,
-                codes,
-                language,
-                source,
-                line,
+        parsed = _parse_record(cells, line, refs)
+        if isinstance(parsed, RowError):
+            errors.append(parsed)
+        elif parsed.email in seen:
+            errors.append(
+                RowError(
+                    source, line, "email", f"{parsed.email} already on line {seen[parsed.email]}"
+                )
             )
-        )
+        else:
+            seen[parsed.email] = line
+            rows.append(parsed)
     return rows, errors
 
 
 def write_list(rows: Iterable[ListRow], *, with_embassy: bool) -> str:
     """CSV text that `parse_list` reads back to the same rows; formula cells neutralised."""
     out = io.StringIO()
-    columns = (*LIST_COLUMNS, "embassy") if with_embassy else LIST_COLUMNS
+    columns = (*EXPORT_COLUMNS, "embassy") if with_embassy else EXPORT_COLUMNS
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        cells = [row.email, row.name, row.title, ";".join(row.sectors), row.language]
+        cells = [row.email, row.name, row.title, ";".join(row.sectors), row.language, row.status]
         if with_embassy:
             cells.append(row.embassy)
         writer.writerow([unformula(c) for c in cells])

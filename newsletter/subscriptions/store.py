@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
 
-from newsletter.errors import ListImportError, NotFoundError
+from newsletter.errors import ConfigError, ListImportError, NotFoundError
 from newsletter.models import (
     AuditEvent,
     Embassy,
@@ -19,10 +19,11 @@ from newsletter.models import (
     SubscriberStatus,
     utcnow,
 )
+from newsletter.subscriptions import suppression
 from newsletter.subscriptions.lists import ListRow, normalise_email
 
-# An import never brings these back: the person left, or their address does not work.
-_NEVER_REACTIVATE = frozenset(
+# The person left, or their address does not work: an import never brings these back.
+DEPARTED = frozenset(
     {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
 )
 
@@ -46,6 +47,8 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (email, status kept)
+    suppressed: list[str] = field(default_factory=list)  # erased addresses, not re-added
+    created: list[Subscriber] = field(default_factory=list)  # new rows, for confirmation mail
 
 
 def audit(
@@ -89,7 +92,7 @@ def set_status(
     return True
 
 
-def _set_sectors(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
+def set_sectors(session: Session, subscriber_id: int, codes: Sequence[str]) -> None:
     current = session.exec(
         select(SubscriberSector).where(SubscriberSector.subscriber_id == subscriber_id)
     ).all()
@@ -118,23 +121,93 @@ def sectors_of(session: Session, subscriber_ids: Iterable[int]) -> dict[int, tup
     return {k: tuple(v) for k, v in out.items()}
 
 
+def by_address(session: Session, address: str) -> Subscriber | None:
+    """The subscriber with this normalised address, if any."""
+    return session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+
+
+def by_token_key(session: Session, token_key: str) -> Subscriber | None:
+    return session.exec(select(Subscriber).where(Subscriber.token_key == token_key)).first()
+
+
 def find(session: Session, email: str) -> Subscriber:
     try:
         address = normalise_email(email)
     except ValueError:
         raise NotFoundError("subscriber", email) from None
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+    subscriber = by_address(session, address)
     if subscriber is None:
         raise NotFoundError("subscriber", address, "see `newsletter subscribers list`")
     return subscriber
 
 
-def _validate_refs(session: Session, embassy: str, sectors: Sequence[str]) -> None:
+def history(session: Session, subscriber_id: int) -> list[AuditEvent]:
+    """Every recorded change of one subscriber, oldest first."""
+    query = (
+        select(AuditEvent)
+        .where(AuditEvent.subscriber_id == subscriber_id)
+        .order_by(col(AuditEvent.at), col(AuditEvent.id))
+    )
+    return list(session.exec(query).all())
+
+
+def validate_refs(session: Session, embassy: str, sectors: Sequence[str]) -> None:
     if session.get(Embassy, embassy) is None:
         raise ListImportError(f"unknown embassy {embassy!r}; see `newsletter embassies list`")
     for code in sectors:
         if session.get(Sector, code) is None:
             raise ListImportError(f"unknown sector {code!r}; see `newsletter sectors list`")
+
+
+def create(
+    session: Session,
+    row: ListRow,
+    *,
+    status: SubscriberStatus,
+    actor: str,
+    via: str,
+    consent: str,
+    detail: str = "",
+) -> Subscriber:
+    """A new subscriber row with its sectors and a `created` audit entry (no commit)."""
+    subscriber = Subscriber(
+        email=row.email, name=row.name, title=row.title, embassy_code=row.embassy,
+        language=row.language, status=status, token_key=secrets.token_urlsafe(24),
+        consent_source=consent,
+        confirmed_at=utcnow() if status == SubscriberStatus.ACTIVE else None,
+    )  # fmt: skip
+    session.add(subscriber)
+    session.flush()
+    assert subscriber.id is not None
+    set_sectors(session, subscriber.id, row.sectors)
+    audit(session, subscriber, "created", actor=actor, via=via, detail=detail or consent)
+    return subscriber
+
+
+def _new_status(row: ListRow, default: SubscriberStatus) -> SubscriberStatus:
+    # A list may say a person left (kept, so they are never mailed) or still has to confirm;
+    # it can never skip the confirmation the import asks for.
+    if row.status and SubscriberStatus(row.status) in DEPARTED:
+        return SubscriberStatus(row.status)
+    if row.status == SubscriberStatus.PENDING:
+        return SubscriberStatus.PENDING
+    return default
+
+
+def _update(
+    session: Session, existing: Subscriber, row: ListRow, *, actor: str, via: str, consent: str
+) -> bool:
+    assert existing.id is not None
+    before = (existing.name, existing.title, existing.embassy_code, existing.language)
+    current = sectors_of(session, [existing.id]).get(existing.id, ())
+    after = (row.name, row.title, row.embassy, row.language)
+    if before == after and set(current) == set(row.sectors):
+        return False
+    existing.name, existing.title, existing.embassy_code, existing.language = after
+    session.add(existing)
+    set_sectors(session, existing.id, row.sectors)
+    audit(session, existing, "updated", actor=actor, via=via, detail=consent)
+    return True
 
 
 def upsert(
@@ -148,37 +221,36 @@ def upsert(
     report: ImportReport,
 ) -> Subscriber:
     """Insert a new subscriber or update an existing one by address (no commit)."""
-    existing = session.exec(select(Subscriber).where(Subscriber.email == row.email)).first()
+    existing = by_address(session, row.email)
+    wanted = _new_status(row, status)
     if existing is None:
-        subscriber = Subscriber(
-            email=row.email, name=row.name, title=row.title, embassy_code=row.embassy,
-            language=row.language, status=status, token_key=secrets.token_urlsafe(24),
-            consent_source=consent,
-            confirmed_at=utcnow() if status == SubscriberStatus.ACTIVE else None,
-        )  # fmt: skip
-        session.add(subscriber)
-        session.flush()
-        assert subscriber.id is not None
-        _set_sectors(session, subscriber.id, row.sectors)
-        audit(session, subscriber, "created", actor=actor, via=via, detail=consent)
+        subscriber = create(session, row, status=wanted, actor=actor, via=via, consent=consent)
         report.added += 1
+        report.created.append(subscriber)
         return subscriber
-    assert existing.id is not None
-    if existing.status in _NEVER_REACTIVATE:
-        report.refused.append((existing.email, str(existing.status)))
+    if existing.status in DEPARTED:
+        if wanted not in DEPARTED:
+            report.refused.append((existing.email, str(existing.status)))
+        else:
+            report.unchanged += 1
         return existing
-    before = (existing.name, existing.title, existing.embassy_code, existing.language)
-    current = sectors_of(session, [existing.id]).get(existing.id, ())
-    after = (row.name, row.title, row.embassy, row.language)
-    if before == after and set(current) == set(row.sectors):
+    changed = _update(session, existing, row, actor=actor, via=via, consent=consent)
+    if wanted in DEPARTED:
+        changed = (
+            set_status(session, existing, wanted, actor=actor, via=via, detail=consent) or changed
+        )
+    if changed:
+        report.updated += 1
+    else:
         report.unchanged += 1
-        return existing
-    existing.name, existing.title, existing.embassy_code, existing.language = after
-    session.add(existing)
-    _set_sectors(session, existing.id, row.sectors)
-    audit(session, existing, "updated", actor=actor, via=via, detail=consent)
-    report.updated += 1
     return existing
+
+
+def _check_secret(session: Session, secret: bytes | None) -> None:
+    if secret is None and suppression.has_entries(session):
+        # Without the secret the suppression list cannot be read: refuse rather than re-add
+        # someone who asked to be erased.
+        raise ConfigError("this import needs the instance secret to check the suppression list")
 
 
 def import_rows(
@@ -189,11 +261,22 @@ def import_rows(
     actor: str = "staff",
     via: str = "import",
     commit: bool = True,
+    secret: bytes | None = None,
 ) -> ImportReport:
-    """All rows in one transaction: either every row is stored or none (`commit=False`: a dry run)."""
+    """All rows in one transaction: either every row is stored or none (`commit=False`: a dry run).
+
+    Addresses on the suppression list are reported in `suppressed` and never stored.
+    """
     report = ImportReport()
     try:
+        _check_secret(session, secret)
+        blocked = (
+            suppression.suppressed(session, secret, (r.email for r in rows)) if secret else set()
+        )
         for row in rows:
+            if row.email in blocked:
+                report.suppressed.append(row.email)
+                continue
             upsert(
                 session, row, status=status, actor=actor, via=via,
                 consent=f"import:{row.source}", report=report,
@@ -209,17 +292,23 @@ def import_rows(
 
 
 def add(
-    session: Session, row: ListRow, *, status: SubscriberStatus, actor: str, via: str
+    session: Session,
+    row: ListRow,
+    *,
+    status: SubscriberStatus,
+    actor: str,
+    via: str,
+    secret: bytes | None = None,
 ) -> Subscriber:
-    _validate_refs(session, row.embassy, row.sectors)
-    if session.exec(select(Subscriber).where(Subscriber.email == row.email)).first():
+    validate_refs(session, row.embassy, row.sectors)
+    _check_secret(session, secret)
+    if secret is not None and suppression.is_suppressed(session, secret, row.email):
+        raise suppression.SuppressedAddressError(row.email)
+    if by_address(session, row.email):
         raise ListImportError(
             f"{row.email} is already subscribed; see `newsletter subscribers show`"
         )
-    report = ImportReport()
-    subscriber = upsert(
-        session, row, status=status, actor=actor, via=via, consent=f"{via}:{actor}", report=report
-    )
+    subscriber = create(session, row, status=status, actor=actor, via=via, consent=f"{via}:{actor}")
     session.commit()
     return subscriber
 
@@ -230,6 +319,7 @@ def list_views(
     embassy: str | None = None,
     sector: str | None = None,
     status: str | None = None,
+    include_erased: bool = False,
 ) -> list[SubscriberView]:
     query = select(Subscriber).order_by(col(Subscriber.embassy_code), col(Subscriber.email))
     if embassy:
@@ -240,6 +330,8 @@ def list_views(
         query = query.join(
             SubscriberSector, col(SubscriberSector.subscriber_id) == col(Subscriber.id)
         ).where(SubscriberSector.sector_code == sector)
+    if not include_erased:
+        query = query.where(col(Subscriber.email).not_like(suppression.erased_pattern()))
     subscribers = session.exec(query).all()
     sectors = sectors_of(session, [s.id for s in subscribers if s.id is not None])
     return [

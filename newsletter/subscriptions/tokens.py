@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+from dataclasses import dataclass
 from enum import StrEnum
 
 from newsletter.errors import NewsletterError
@@ -50,18 +51,41 @@ def make_token(
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
-def read_token(secret: bytes, token: str, purpose: Purpose, *, now: dt.datetime) -> str:
-    """The `token_key` a valid token names; `InvalidToken` for anything else."""
+@dataclass(frozen=True)
+class Claim:
+    """What a valid token says: whose it is and, for a confirmation, until when it holds."""
+
+    token_key: str
+    expires: dt.datetime | None
+
+    @property
+    def issued(self) -> dt.datetime | None:
+        return self.expires - CONFIRM_LIFETIME if self.expires else None
+
+
+def read_claim(secret: bytes, token: str, purpose: Purpose, *, now: dt.datetime) -> Claim:
+    """The claim of a valid token; `InvalidToken` for anything else."""
     try:
         payload_part, mac_part = token.split(".")
         payload, mac = _unb64(payload_part), _unb64(mac_part)
         if not hmac.compare_digest(mac, _mac(secret, payload)):
             raise InvalidToken
         kind, token_key, stamp = payload.decode().split(".")
+        expires = int(stamp)
     except (ValueError, UnicodeDecodeError):
         raise InvalidToken from None
     if kind != purpose.value or not token_key:
         raise InvalidToken
-    if stamp != "0" and int(stamp) < now.timestamp():
+    if expires and expires < now.timestamp():
         raise InvalidToken
-    return token_key
+    return Claim(token_key, dt.datetime.fromtimestamp(expires, dt.UTC) if expires else None)
+
+
+def read_token(secret: bytes, token: str, purpose: Purpose, *, now: dt.datetime) -> str:
+    """The `token_key` a valid token names; `InvalidToken` for anything else."""
+    return read_claim(secret, token, purpose, now=now).token_key
+
+
+def confirm_token(secret: bytes, token_key: str, *, now: dt.datetime) -> str:
+    """A confirmation token that expires CONFIRM_LIFETIME after `now`."""
+    return make_token(secret, Purpose.CONFIRM, token_key, expires=now + CONFIRM_LIFETIME)

@@ -1,4 +1,8 @@
-"""Subscription management schema changes (none yet).
+"""Subscription management: no schema change (the tables it needs came with 0001).
+
+Subscriber.token_key, SubscriberSector, AuditEvent and Suppression already hold everything:
+an erased subscriber keeps its row (the delivery ledger points at it) under a reserved
+`erased-<id>@invalid` address, and rate limits live in memory. Revision 0003 chains after this.
 
 Revision ID: 0002
 Revises: 0001

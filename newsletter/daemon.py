@@ -1,0 +1,179 @@
+"""`newsletter run`: the scheduler (while this process holds its lock), a sender, web pages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter import scheduler as jobs
+from newsletter.config import Settings
+from newsletter.db import is_sqlite
+from newsletter.delivery.engine import SendReport
+from newsletter.delivery.locks import SenderBusyError, SenderLock
+from newsletter.delivery.transports import Transport
+from newsletter.delivery.worker import Worker
+from newsletter.digests import record_received
+from newsletter.models import utcnow
+from newsletter.scheduler_lock import SchedulerLock
+
+Say = Callable[[str], None]
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside `run`: the daemon owns SIGINT and SIGTERM, so uvicorn must not take them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def web_server(settings: Settings, host: str, port: int) -> EmbeddedServer:
+    # Imported here: the web pages are optional for `run`, and heavy to import.
+    from newsletter.web import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, proxy_headers=True, server_header=False,
+        log_level="warning",
+    )  # fmt: skip
+    return EmbeddedServer(config)
+
+
+class Daemon:
+    """Runs until `stop`: then it stops claiming, lets in-flight messages finish, hands back
+    unsent claimed rows (the engine does), shuts the scheduler down and releases its locks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Engine,
+        *,
+        stop: asyncio.Event,
+        say: Say,
+        web: EmbeddedServer | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.stop = stop
+        self.say = say
+        self.web = web
+        self.transport = transport
+        self.wake = asyncio.Event()
+        self.leading = asyncio.Event()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_stop())
+            group.create_task(self._lead())
+            group.create_task(self._send())
+            if self.web is not None:
+                group.create_task(self.web.serve())
+
+    async def _watch_stop(self) -> None:
+        await self.stop.wait()
+        self.wake.set()
+        self.leading.set()  # releases a sender still waiting for the lock on SQLite
+        if self.web is not None:
+            self.web.should_exit = True
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until `seconds` pass, the scheduler wakes us, or we are told to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        if not self.stop.is_set():
+            self.wake.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    async def _lead(self) -> None:
+        lock = SchedulerLock(self.db)
+        retry = self.settings.schedule.lock_retry_seconds
+        told = False
+        try:
+            while not self.stop.is_set():
+                if lock.acquire():
+                    self.say(f"scheduler: this process fires jobs ({lock.describe()} held)")
+                    await self._schedule(lock)
+                    told = False
+                    continue
+                if not told:
+                    self.say(
+                        f"scheduler: another `newsletter run` holds the {lock.describe()}; "
+                        f"standing by, not firing jobs, retrying every {retry:g} s"
+                    )
+                    told = True
+                await self._sleep(retry)
+        finally:
+            lock.release()
+
+    async def _schedule(self, lock: SchedulerLock) -> None:
+        grace = dt.timedelta(hours=self.settings.schedule.misfire_grace_hours)
+        context = jobs.JobContext(db=self.db, wake=self.wake.set, grace=grace)
+        jobs.bind(context)
+        scheduler = jobs.make_scheduler(self.db)
+        # Paused while lost jobs are repaired; resuming then runs (or reports missed) whatever
+        # fell due while no scheduler was running.
+        scheduler.start(paused=True)
+        try:
+            for note in jobs.reconcile(scheduler, context):
+                self.say(f"scheduler: {note}")
+            scheduler.resume()
+            self.leading.set()
+            self.wake.set()
+            while not self.stop.is_set():
+                await self._sleep(self.settings.schedule.poll_seconds)
+                if not lock.alive():
+                    self.say("scheduler: lost the scheduler lock; standing by")
+                    break
+                # Jobs added by other commands are only seen when the scheduler looks again.
+                scheduler.wakeup()
+        finally:
+            if not self.stop.is_set():
+                self.leading.clear()
+            scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the loop's next turn
+            jobs.unbind()
+
+    async def _send(self) -> None:
+        if is_sqlite(self.db):
+            # SQLite allows one sender: it belongs to the process that holds the scheduler.
+            await self.leading.wait()
+        worker = Worker(
+            self.settings, self.db, transport=self.transport, stop=self.stop,
+            on_report=self._reported,
+        )  # fmt: skip
+        told = False
+        while not self.stop.is_set():
+            try:
+                with SenderLock(self.db):
+                    await self._send_rounds(worker)
+                return
+            except SenderBusyError as exc:
+                if not told:
+                    self.say(f"sender: {exc}; retrying")
+                    told = True
+                await self._sleep(self.settings.schedule.lock_retry_seconds)
+
+    async def _send_rounds(self, worker: Worker) -> None:
+        while not self.stop.is_set():
+            handled = await worker.round()
+            if not handled:
+                await self._nap(self.settings.delivery.poll_seconds)
+
+    def _reported(self, report: SendReport) -> None:
+        self.say(
+            f"campaign {report.campaign}: {report.sent} sent, {report.failed} failed, "
+            f"{report.skipped} skipped ({report.state})"
+        )
+        if report.sent:
+            # The items ledger is written as digests go out, so the next digest skips them.
+            with Session(self.db, expire_on_commit=False) as session:
+                record_received(session, now=utcnow(), campaign_id=report.campaign)

@@ -1,0 +1,321 @@
+"""Recurring digests: who is owed which imported issue, and the ledger of items received."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from newsletter import directory
+from newsletter.content.model import Item
+from newsletter.delivery.campaigns import open_campaign
+from newsletter.errors import NewsletterError, NotFoundError
+from newsletter.models import (
+    Campaign,
+    CampaignState,
+    Delivery,
+    DeliveryState,
+    DigestRun,
+    DigestSchedule,
+    DigestState,
+    Embassy,
+    IssueRecord,
+    ItemRecord,
+    PlanState,
+    ReceivedItem,
+    SchedulePlan,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.subscriptions.store import sectors_of
+from newsletter.tailor import Audience, decide
+from newsletter.taxonomy import EmbassyDef
+
+UTC_ZONE = ""  # the zone label of a digest read in UTC
+
+
+class DigestStateError(NewsletterError, ValueError):
+    def __init__(self, digest_id: int) -> None:
+        super().__init__(f"digest {digest_id} is already cancelled; see `newsletter digest list`")
+
+
+def as_item(record: ItemRecord) -> Item:
+    """What tailoring reads of a stored item (the body is not needed to decide)."""
+    return Item(
+        id=record.item_id, section=record.section, title=record.title, body="",
+        sectors=tuple(record.sectors), regions=tuple(record.regions), always=record.always,
+    )  # fmt: skip
+
+
+def included_items(items: Sequence[ItemRecord], audience: Audience) -> frozenset[int]:
+    """Database ids of the items of one issue that a subscriber's digest carries."""
+    return frozenset(
+        r.id for r in items if r.id is not None and decide(as_item(r), audience).included
+    )
+
+
+def owes_issue(included: frozenset[int], received: frozenset[int]) -> bool:
+    """Send this issue only if it has items for them and none they were already sent.
+
+    The engine sends a whole tailored issue, so an issue partly received (through a campaign
+    later cancelled, or after a change of sectors) is not sent again: never twice wins.
+    """
+    return bool(included) and included.isdisjoint(received)
+
+
+def audience(embassy: EmbassyDef | None, sectors: Iterable[str]) -> Audience:
+    return Audience(
+        sectors=frozenset(sectors),
+        default_sectors=frozenset(embassy.default_sectors) if embassy else frozenset(),
+        places=embassy.places if embassy else frozenset(),
+    )
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(ReceivedItem).on_conflict_do_nothing(), rows)
+
+
+def record_received(session: Session, *, now: dt.datetime, campaign_id: int | None = None) -> int:
+    """Write the items of every sent delivery not yet in the ledger; how many deliveries."""
+    recorded = select(ReceivedItem.delivery_id).where(
+        col(ReceivedItem.delivery_id) == col(Delivery.id)
+    )
+    query = (
+        select(Delivery.id, Delivery.subscriber_id, Campaign.issue_id, Subscriber.embassy_code)
+        .join(Campaign, col(Campaign.id) == col(Delivery.campaign_id))
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(col(Delivery.state) == DeliveryState.SENT, ~recorded.exists())
+    )
+    if campaign_id is not None:
+        query = query.where(col(Delivery.campaign_id) == campaign_id)
+    sent = session.exec(query).all()
+    if not sent:
+        return 0
+    embassies = directory.embassies(session)
+    sectors = sectors_of(session, {s for _, s, _, _ in sent})
+    items = _items_by_issue(session, {i for _, _, i, _ in sent})
+    rows: list[dict[str, object]] = []
+    for delivery_id, subscriber_id, issue_id, embassy in sent:
+        who = audience(embassies.get(embassy), sectors.get(subscriber_id, ()))
+        for item_id in included_items(items.get(issue_id, []), who):
+            rows.append({"subscriber_id": subscriber_id, "item_id": item_id,
+                         "delivery_id": delivery_id, "received_at": now})  # fmt: skip
+    _insert_ignoring_duplicates(session, rows)
+    session.commit()
+    return len(sent)
+
+
+def _items_by_issue(session: Session, issue_ids: Iterable[int]) -> dict[int, list[ItemRecord]]:
+    out: dict[int, list[ItemRecord]] = defaultdict(list)
+    query = (
+        select(ItemRecord)
+        .where(col(ItemRecord.issue_id).in_(list(issue_ids)))
+        .order_by(col(ItemRecord.position))
+    )
+    for record in session.exec(query):
+        out[record.issue_id].append(record)
+    return out
+
+
+def _received(session: Session, subscriber_ids: list[int]) -> dict[int, frozenset[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for start in range(0, len(subscriber_ids), 500):
+        chunk = subscriber_ids[start : start + 500]
+        query = select(ReceivedItem.subscriber_id, ReceivedItem.item_id).where(
+            col(ReceivedItem.subscriber_id).in_(chunk)
+        )
+        for subscriber_id, item_id in session.exec(query):
+            out[subscriber_id].add(item_id)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _campaign_for(session: Session, issue: IssueRecord) -> Campaign | None:
+    """The issue's campaign to add rows to; None when staff paused or cancelled it, or a
+    scheduled send of it is still to come (that plan covers its readers)."""
+    latest = session.exec(
+        select(Campaign).where(Campaign.issue_id == issue.id).order_by(col(Campaign.id).desc())
+    ).first()
+    if latest is None:
+        return open_campaign(session, issue)[0]
+    if latest.state in (CampaignState.PAUSED, CampaignState.CANCELLED):
+        return None
+    planned = session.exec(
+        select(SchedulePlan.id).where(
+            SchedulePlan.campaign_id == latest.id, SchedulePlan.state == PlanState.PLANNED
+        )
+    ).first()
+    return None if planned is not None else latest
+
+
+@dataclass
+class DigestOutcome:
+    issues: int = 0
+    enqueued: int = 0
+    per_issue: dict[str, int] = field(default_factory=dict)
+
+
+def _active(session: Session, timezone: str | None) -> list[tuple[int, str]]:
+    query = (
+        select(Subscriber.id, Subscriber.embassy_code)
+        .join(Embassy, col(Embassy.code) == col(Subscriber.embassy_code))
+        .where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+        .order_by(col(Subscriber.id))
+    )
+    if timezone:
+        query = query.where(col(Embassy.timezone) == timezone)
+    return [(int(i), code) for i, code in session.exec(query).all() if i is not None]
+
+
+def enqueue_digest(
+    session: Session, *, timezone: str | None, now: dt.datetime, grace: dt.timedelta
+) -> DigestOutcome:
+    """Queue, per imported issue, the active subscribers (of one zone) it owes; send window
+    opens now and closes after the grace."""
+    record_received(session, now=now)
+    subscribers = _active(session, timezone)
+    embassies = directory.embassies(session)
+    sectors = sectors_of(session, [s for s, _ in subscribers])
+    audiences = {s: audience(embassies.get(e), sectors.get(s, ())) for s, e in subscribers}
+    received = _received(session, [s for s, _ in subscribers])
+    issues = session.exec(
+        select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))
+    ).all()
+    items = _items_by_issue(session, [i.id for i in issues if i.id is not None])
+    outcome = DigestOutcome()
+    for issue in issues:
+        assert issue.id is not None
+        campaign = _campaign_for(session, issue)
+        if campaign is None:
+            continue
+        added = _enqueue_owed(session, campaign, items.get(issue.id, []), audiences, received,
+                              now=now, grace=grace)  # fmt: skip
+        if added:
+            outcome.issues += 1
+            outcome.enqueued += added
+            outcome.per_issue[issue.slug] = added
+    return outcome
+
+
+def _enqueue_owed(
+    session: Session,
+    campaign: Campaign,
+    items: Sequence[ItemRecord],
+    audiences: dict[int, Audience],
+    received: dict[int, frozenset[int]],
+    *,
+    now: dt.datetime,
+    grace: dt.timedelta,
+) -> int:
+    assert campaign.id is not None
+    already = set(
+        session.exec(select(Delivery.subscriber_id).where(Delivery.campaign_id == campaign.id))
+    )
+    cache: dict[Audience, frozenset[int]] = {}
+    owed = []
+    for subscriber_id, who in audiences.items():
+        if subscriber_id in already:
+            continue
+        if who not in cache:
+            cache[who] = included_items(items, who)
+        if owes_issue(cache[who], received.get(subscriber_id, frozenset())):
+            owed.append(subscriber_id)
+    if not owed:
+        return 0
+    session.execute(
+        insert(Delivery),
+        [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
+          "not_before": now, "not_after": now + grace, "updated_at": now} for s in owed],
+    )  # fmt: skip
+    if campaign.state in (CampaignState.READY, CampaignState.FINISHED):
+        campaign.state, campaign.finished_at = CampaignState.SENDING, None
+        session.add(campaign)
+    session.commit()
+    return len(owed)
+
+
+def create_digest(session: Session, *, cron: str, local: bool, now: dt.datetime) -> DigestSchedule:
+    digest = DigestSchedule(cron=cron, local=local, created_at=now)
+    session.add(digest)
+    session.commit()
+    return digest
+
+
+def digest_zones(session: Session, digest: DigestSchedule) -> list[str]:
+    """The zones a digest has one job for: every mission's zone when read locally."""
+    if not digest.local:
+        return [UTC_ZONE]
+    return sorted(set(session.exec(select(Embassy.timezone)).all()))
+
+
+def get_digest(session: Session, digest_id: int) -> DigestSchedule:
+    digest = session.get(DigestSchedule, digest_id)
+    if digest is None:
+        raise NotFoundError("digest", str(digest_id), "see `newsletter digest list`")
+    return digest
+
+
+def cancel_digest(session: Session, digest_id: int) -> DigestSchedule:
+    digest = get_digest(session, digest_id)
+    if digest.state == DigestState.CANCELLED:
+        raise DigestStateError(digest_id)
+    digest.state = DigestState.CANCELLED
+    session.add(digest)
+    session.commit()
+    return digest
+
+
+def all_digests(session: Session) -> list[DigestSchedule]:
+    return list(session.exec(select(DigestSchedule).order_by(col(DigestSchedule.id))))
+
+
+def active_digests(session: Session) -> list[DigestSchedule]:
+    query = select(DigestSchedule).where(col(DigestSchedule.state) == DigestState.ACTIVE)
+    return list(session.exec(query))
+
+
+def record_run(
+    session: Session,
+    digest_id: int,
+    timezone: str,
+    *,
+    state: str,
+    now: dt.datetime,
+    scheduled_for: dt.datetime | None = None,
+    outcome: DigestOutcome | None = None,
+) -> None:
+    run = DigestRun(
+        digest_id=digest_id, timezone=timezone, state=state, scheduled_for=scheduled_for,
+        ran_at=now, issues=outcome.issues if outcome else 0,
+        enqueued=outcome.enqueued if outcome else 0,
+    )  # fmt: skip
+    session.add(run)
+    session.commit()
+
+
+def last_runs(session: Session) -> dict[tuple[int, str], DigestRun]:
+    out: dict[tuple[int, str], DigestRun] = {}
+    for run in session.exec(select(DigestRun).order_by(col(DigestRun.id))):
+        out[(run.digest_id, run.timezone)] = run
+    return out
+
+
+def run_digest_once(
+    db: Engine, digest_id: int, timezone: str, *, now: dt.datetime, grace: dt.timedelta
+) -> DigestOutcome | None:
+    """One run of a digest job; None when the digest was cancelled meanwhile."""
+    with Session(db, expire_on_commit=False) as session:
+        digest = session.get(DigestSchedule, digest_id)
+        if digest is None or digest.state != DigestState.ACTIVE:
+            return None
+        outcome = enqueue_digest(session, timezone=timezone or None, now=now, grace=grace)
+        record_run(session, digest_id, timezone, state="ran", now=now, outcome=outcome)
+        return outcome

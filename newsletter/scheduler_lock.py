@@ -1,0 +1,109 @@
+"""One scheduler per database: a PostgreSQL advisory lock, or a lock file beside a SQLite file."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import zlib
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+# Advisory lock keys are per database, so one constant key means "the scheduler of this database".
+ADVISORY_KEY = zlib.crc32(b"newsletter.scheduler")
+
+
+class SchedulerLock:
+    """Held by the one `newsletter run` that fires jobs; others retry until it is free.
+
+    PostgreSQL: a session advisory lock on a connection kept for the process's life; it goes
+    when the process or its connection dies. SQLite: flock on `<database>.scheduler.lock`,
+    which the kernel releases when the process dies, even by SIGKILL.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        memory = not database or database == ":memory:"
+        self.path = None if memory else Path(f"{database}.scheduler.lock")
+        self._fd: int | None = None
+        self._conn: Connection | None = None
+
+    def describe(self) -> str:
+        if self.postgres:
+            return f"PostgreSQL advisory lock {ADVISORY_KEY}"
+        return f"lock file {self.path}" if self.path else "in-memory database"
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self._conn is not None
+
+    def acquire(self) -> bool:
+        """Take the lock if free; True when this process holds it (now or already)."""
+        if self.held:
+            return True
+        if self.postgres:
+            return self._acquire_advisory()
+        if self.path is None:
+            self._fd = -1
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def _acquire_advisory(self) -> bool:
+        conn = self.engine.connect()
+        try:
+            got = bool(
+                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+            )
+            # Session-level lock: it outlives this transaction, which must not stay open.
+            conn.commit()
+        except DBAPIError:
+            conn.close()
+            return False
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def alive(self) -> bool:
+        """False when the lock was lost (the PostgreSQL connection dropped)."""
+        if self._conn is None:
+            return self.held
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+        except DBAPIError:
+            self._forget_connection()
+            return False
+        return True
+
+    def _forget_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                self._conn.commit()
+                self._conn.close()
+                self._conn = None
+            except DBAPIError:
+                self._forget_connection()
+        if self._fd is not None:
+            if self._fd >= 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,69 @@
+"""Erase a subscriber's personal data, keeping only a keyed hash of the address as a suppression."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from newsletter.errors import ListImportError
+from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
+from newsletter.subscriptions import store, suppression
+from newsletter.subscriptions.lifecycle import Actor
+from newsletter.subscriptions.lists import normalise_email
+
+_REDACTED = "[erased]"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    address: str
+    subscriber_id: int | None  # None: the address was not on the list, only suppressed
+    newly_suppressed: bool
+
+
+def _scrub(text: str, address: str) -> str:
+    # SMTP replies and audit details may quote the address ("<x@y>: user unknown").
+    return re.sub(re.escape(address), _REDACTED, text, flags=re.IGNORECASE)
+
+
+def _scrub_records(session: Session, subscriber_id: int, address: str) -> None:
+    events = session.exec(select(AuditEvent).where(AuditEvent.subscriber_id == subscriber_id))
+    for event in events:
+        event.detail = _scrub(event.detail, address)
+        session.add(event)
+    rows = session.exec(select(Delivery).where(col(Delivery.subscriber_id) == subscriber_id))
+    for row in rows:
+        row.reply = _scrub(row.reply, address)
+        session.add(row)
+
+
+def _anonymise(session: Session, subscriber: Subscriber, *, actor: Actor) -> None:
+    assert subscriber.id is not None
+    if subscriber.status not in store.DEPARTED:
+        store.set_status(
+            session, subscriber, SubscriberStatus.UNSUBSCRIBED,
+            actor=actor.who, via=actor.via, detail="erased",
+        )  # fmt: skip
+    _scrub_records(session, subscriber.id, subscriber.email)
+    store.set_sectors(session, subscriber.id, ())
+    subscriber.email = suppression.erased_address(subscriber.id)
+    subscriber.name = subscriber.title = subscriber.consent_source = ""
+    # The token key stays: an old unsubscribe link then still answers "unsubscribed".
+    session.add(subscriber)
+    store.audit(session, subscriber, "erased", actor=actor.who, via=actor.via)
+
+
+def erase(session: Session, secret: bytes, email: str, *, actor: Actor) -> Erasure:
+    """Erase the person behind `email` (if listed) and suppress the address; commits."""
+    try:
+        address = normalise_email(email)
+    except ValueError as exc:
+        raise ListImportError(f"{email!r} is not a valid address: {exc}") from None
+    subscriber = store.by_address(session, address)
+    if subscriber is not None:
+        _anonymise(session, subscriber, actor=actor)
+    added = suppression.suppress(session, secret, address, reason="erased on request")
+    session.commit()
+    return Erasure(address, subscriber.id if subscriber else None, added)

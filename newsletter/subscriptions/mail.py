@@ -1,0 +1,76 @@
+"""Subscription mail (confirm, already subscribed): built from templates, sent on a transport."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+
+import jinja2
+
+from newsletter.config import Settings
+from newsletter.delivery.compose import recipient_links
+from newsletter.delivery.message import DkimKey, Envelope, build_message, dkim_sign, serialise
+from newsletter.delivery.replies import Reply
+from newsletter.delivery.transports import Outgoing, Transport
+from newsletter.render.environment import render_template
+from newsletter.subscriptions.signup import MailKind, MailRequest
+from newsletter.subscriptions.tokens import CONFIRM_LIFETIME, confirm_token
+
+TEMPLATES = ("subscription.subject.j2", "subscription.txt.j2", "subscription.html.j2")
+
+
+def _context(settings: Settings, request: MailRequest, now: dt.datetime) -> dict[str, object]:
+    unsubscribe, preferences, _ = recipient_links(settings, request.token_key)
+    confirm = confirm_token(settings.secret, request.token_key, now=now)
+    # No name from the form goes into the mail: whoever filled it in may not own the address,
+    # and a greeting they wrote would reach a stranger's inbox under our name.
+    return {
+        "kind": request.kind.value,
+        "already": request.kind is MailKind.ALREADY,
+        "invite": request.kind is MailKind.INVITE,
+        "publication": settings.sender.name,
+        "confirm_url": f"{settings.base_url}/confirm/{confirm}",
+        "preferences_url": preferences,
+        "unsubscribe_url": unsubscribe,
+        "subscribe_url": f"{settings.base_url}/subscribe",
+        "days": CONFIRM_LIFETIME.days,
+    }
+
+
+def subscription_message(
+    settings: Settings,
+    env: jinja2.Environment,
+    request: MailRequest,
+    *,
+    now: dt.datetime,
+    dkim: DkimKey | None = None,
+) -> Outgoing:
+    """The confirmation (or "already subscribed") message for one address, ready to send."""
+    context = _context(settings, request, now)
+    subject, text, html = (render_template(env, name, context) for name in TEMPLATES)
+    unsubscribe, _, mailto = recipient_links(settings, request.token_key)
+    envelope = Envelope(
+        from_address=settings.sender.address, from_name=settings.sender.name,
+        to_address=request.address, to_name="",
+        message_id=f"<{request.kind.value}.{secrets.token_hex(10)}@{settings.domain}>",
+        list_id=f"{settings.list_id}.{settings.domain}", unsubscribe_url=unsubscribe,
+        unsubscribe_mailto=mailto, reply_to=settings.sender.reply_to,
+    )  # fmt: skip
+    data = serialise(
+        build_message(envelope, subject=subject.strip(), text=text, html=html), envelope
+    )
+    if dkim is not None:
+        data = dkim_sign(data, dkim)
+    name = f"{request.kind.value}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    return Outgoing(mail_from=settings.sender.address, rcpt=request.address, data=data, name=name)
+
+
+async def deliver(transport: Transport, messages: Sequence[Outgoing]) -> list[Reply]:
+    """Send each message on one connection; a reply per message, in order."""
+    connection = await transport.connect()
+    try:
+        return [await connection.send(message) for message in messages]
+    finally:
+        # Close even when a send raised, or the SMTP connection would linger half-open.
+        await connection.close()

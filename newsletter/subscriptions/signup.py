@@ -1,0 +1,118 @@
+"""Subscribing from the web form: check the fields, then decide which mail (if any) to send."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlmodel import Session
+
+from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.subscriptions import store, suppression
+from newsletter.subscriptions.lifecycle import Actor
+from newsletter.subscriptions.lists import LANGUAGES, ListRow, check_text, normalise_email
+
+# Problems are told in both languages of the pages: Chinese first, English after.
+PROBLEMS = {
+    "email": "请填写有效的电子邮箱地址 / Enter a valid email address",
+    "name": "姓名过长或含有不可见字符 / The name is too long or holds invisible characters",
+    "embassy": "请选择所在使领馆 / Choose your embassy or consulate",
+    "sectors": "所选领域无效 / A chosen sector is not offered",
+    "language": "请选择语言 / Choose a language",
+}
+
+
+class MailKind(StrEnum):
+    CONFIRM = "confirm"  # new, pending or departed: a link to confirm
+    ALREADY = "already"  # active: a reminder with the preferences link, nothing to confirm
+    INVITE = "invite"  # put on the list by staff (import, handover): a link to confirm
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    email: str
+    name: str
+    embassy: str
+    sectors: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class MailRequest:
+    """A message to send to one subscriber about their subscription."""
+
+    kind: MailKind
+    address: str
+    name: str
+    language: str
+    token_key: str
+
+    @classmethod
+    def about(cls, kind: MailKind, subscriber: Subscriber) -> MailRequest:
+        return cls(
+            kind, subscriber.email, subscriber.name, subscriber.language, subscriber.token_key
+        )
+
+
+def check_form(
+    *,
+    email: str,
+    name: str,
+    embassy: str,
+    sectors: Sequence[str],
+    language: str,
+    embassies: Collection[str],
+    offered: Collection[str],
+) -> tuple[SignupForm | None, dict[str, str]]:
+    """The cleaned form, or None and a problem per field."""
+    problems: dict[str, str] = {}
+    try:
+        address = normalise_email(email)
+    except ValueError:
+        address = ""
+        problems["email"] = PROBLEMS["email"]
+    if check_text(name.strip(), "name"):
+        problems["name"] = PROBLEMS["name"]
+    if embassy not in embassies:
+        problems["embassy"] = PROBLEMS["embassy"]
+    if any(code not in offered for code in sectors):
+        problems["sectors"] = PROBLEMS["sectors"]
+    if language not in LANGUAGES:
+        problems["language"] = PROBLEMS["language"]
+    if problems:
+        return None, problems
+    codes = tuple(dict.fromkeys(sectors))
+    return SignupForm(address, name.strip(), embassy, codes, language), {}
+
+
+def request_signup(
+    session: Session, secret: bytes, form: SignupForm, *, actor: Actor
+) -> MailRequest | None:
+    """Record a sign-up and say what to mail (commits). None: say nothing, send nothing.
+
+    The caller answers the same whatever this returns, so the page reveals nothing. An existing
+    subscriber's stored details are never changed here: whoever filled in the form may not own
+    the address, and the owner can change them through the link the mail carries.
+    """
+    if suppression.is_suppressed(session, secret, form.email):
+        return None
+    existing = store.by_address(session, form.email)
+    if existing is None:
+        row = ListRow(
+            form.email, form.name, "", form.embassy, form.sectors, form.language, "web", 0
+        )
+        created = store.create(
+            session, row, status=SubscriberStatus.PENDING, actor=actor.who, via=actor.via,
+            consent="web:subscribe",
+        )  # fmt: skip
+        session.commit()
+        return MailRequest.about(MailKind.CONFIRM, created)
+    if existing.status == SubscriberStatus.ACTIVE:
+        return MailRequest.about(MailKind.ALREADY, existing)
+    store.audit(
+        session, existing, "confirmation-sent", old=str(existing.status), actor=actor.who,
+        via=actor.via, detail="subscribe form used again",
+    )  # fmt: skip
+    session.commit()
+    return MailRequest.about(MailKind.CONFIRM, existing)

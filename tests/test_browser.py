@@ -1,0 +1,187 @@
+"""A diplomat's path in Debian's chromium, at 320 px, against `newsletter serve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+from tests.conftest import IN_CI, Instance, make_instance
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+WIDTH = 320
+
+pytestmark = pytest.mark.browser
+
+
+def _need_chromium() -> None:
+    if CHROMIUM.is_file():
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_responds(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"newsletter serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    pytest.fail(f"newsletter serve did not answer {url} within 30 s:\n{log.read_text()}")
+
+
+@dataclass
+class Server:
+    base_url: str
+    instance: Instance
+
+
+@pytest.fixture
+def server(tmp_path: Path, runner: CliRunner) -> Iterator[Server]:
+    _need_chromium()
+    base_url = f"http://127.0.0.1:{_free_port()}"
+    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
+    config = instance.config.read_text(encoding="utf-8")
+    config = re.sub(r'(?m)^base_url = ".*"$', f'base_url = "{base_url}"', config)
+    instance.config.write_text(config, encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(instance.config), "init"])
+    assert result.exit_code == 0, result.output
+    port = base_url.rsplit(":", 1)[1]
+    command = [
+        sys.executable, "-c", "from newsletter.cli import main; main()",
+        "--config", str(instance.config), "serve", "--host", "127.0.0.1", "--port", port,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_until_responds(f"{base_url}/subscribe", process, log)
+            yield Server(base_url, instance)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _confirm_link(instance: Instance, address: str) -> str:
+    outbox = instance.settings.path(instance.settings.outbox)
+    deadline = time.monotonic() + 15  # the mail goes out after the page has answered
+    while time.monotonic() < deadline:
+        for file in outbox.glob("*.eml") if outbox.is_dir() else ():
+            message = email.message_from_bytes(file.read_bytes(), policy=policy.default)
+            if address in str(message["To"]):
+                text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+                found = re.search(r"https?://\S+/confirm/\S+", text)
+                assert found, text
+                return found.group(0)
+        time.sleep(0.2)
+    pytest.fail(f"no confirmation mail to {address} in {outbox}")
+
+
+def _show(runner: CliRunner, instance: Instance, address: str) -> dict[str, Any]:
+    result = runner.invoke(
+        app, ["--config", str(instance.config), "subscribers", "show", address, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def _fits(page: Any) -> None:
+    """Nothing sticks out sideways at 320 px: no horizontal scrolling."""
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= WIDTH, f"{page.url} is {width}px wide"
+
+
+def test_subscribe_confirm_preferences_unsubscribe_in_chromium(
+    server: Server, runner: CliRunner
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    address = "browser.user@example.org"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 640})
+            page.goto(f"{server.base_url}/subscribe")
+            _fits(page)
+            page.fill("#email", address)
+            page.fill("#name", "测试 <b>用户</b> \u200fعمر")
+            page.select_option("#embassy", "de-berlin")
+            page.check("input[name=sectors][value=ai]")
+            page.check("input[name=language][value=en]")
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=请查收邮件")
+            _fits(page)
+            assert _show(runner, server.instance, address)["status"] == "pending"
+
+            page.goto(_confirm_link(server.instance, address))
+            _fits(page)
+            assert _show(runner, server.instance, address)["status"] == "pending"
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=订阅已确认")
+            assert _show(runner, server.instance, address)["status"] == "active"
+
+            page.click("text=更改订阅设置")
+            page.wait_for_selector("text=订阅设置")
+            _fits(page)
+            assert page.is_checked("input[name=sectors][value=ai]")
+            page.uncheck("input[name=sectors][value=ai]")
+            page.check("input[name=sectors][value=biomedicine]")
+            page.check("input[name=language][value=zh]")
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=已保存")
+            shown = _show(runner, server.instance, address)
+            assert (shown["sectors"], shown["language"]) == (["biomedicine"], "zh")
+
+            page.click("text=退订 Unsubscribe")
+            page.wait_for_selector("button:has-text('退订')")
+            _fits(page)
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=已退订")
+        finally:
+            browser.close()
+
+    shown = _show(runner, server.instance, address)
+    assert shown["status"] == "unsubscribed" and shown["name"] == "测试 <b>用户</b> \u200fعمر"
+    assert [(e["action"], e["new_status"], e["via"]) for e in shown["history"]] == [
+        ("created", "pending", "web"),
+        ("status", "active", "link"),
+        ("preferences", "active", "link"),
+        ("status", "unsubscribed", "link"),
+    ]

@@ -1,0 +1,319 @@
+"""The subscriber pages through FastAPI's test client: flows, refusals, limits, escaping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import re
+import warnings
+from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from newsletter.cli import app as cli
+from newsletter.config import Settings
+from newsletter.content.issue_intake import sample_issue_path
+from newsletter.db import make_engine
+from newsletter.delivery.compose import recipient_links
+from newsletter.models import AuditEvent, Subscriber, utcnow
+from newsletter.web import WebLimits, create_app
+from tests.conftest import Instance
+
+with warnings.catch_warnings():
+    # Starlette's test client prefers the `httpx2` package and warns when it falls back to
+    # `httpx`; either drives the app the same way.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
+
+if TYPE_CHECKING:
+    from httpx2 import Response
+
+FORM = {"email": "new@example.org", "name": "王芳", "embassy": "de-berlin",
+        "sectors": ["ai", "biomedicine"], "language": "zh"}  # fmt: skip
+
+
+@pytest.fixture
+def settings(instance: Instance) -> Settings:
+    return instance.settings
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _cli(runner: CliRunner, settings: Settings, *args: str) -> str:
+    config = Path(settings.base_dir) / "newsletter.toml"
+    result = runner.invoke(cli, ["--config", str(config), *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def _post(client: TestClient, path: str, data: dict[str, object]) -> Response:
+    return client.post(path, data={**data, "csrf": _csrf(client, path)}, follow_redirects=False)
+
+
+def _subscriber(settings: Settings, address: str) -> Subscriber:
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        found = session.exec(select(Subscriber).where(Subscriber.email == address)).one()
+    engine.dispose()
+    return found
+
+
+def _events(settings: Settings, subscriber_id: int | None) -> list[tuple[str, str, str, str]]:
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        query = select(AuditEvent).where(AuditEvent.subscriber_id == subscriber_id)
+        events = [(e.action, e.new_status, e.actor, e.via) for e in session.exec(query)]
+    engine.dispose()
+    return events
+
+
+def _mails(settings: Settings) -> list[EmailMessage]:
+    out = []
+    files = settings.path(settings.outbox).glob("*.eml")
+    for file in sorted(files, key=lambda p: p.stat().st_mtime_ns):
+        message = email.message_from_bytes(file.read_bytes(), policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        out.append(message)
+    return out
+
+
+def _text(message: EmailMessage) -> str:
+    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+def _confirm_path(message: EmailMessage) -> str:
+    found = re.search(r"https?://\S+(/confirm/\S+)", _text(message))
+    assert found, _text(message)
+    return found.group(1)
+
+
+def test_subscribe_confirm_change_preferences_unsubscribe(
+    client: TestClient, settings: Settings
+) -> None:
+    form = client.get("/subscribe")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in form.text
+    assert "电子邮箱" in form.text and "Email" in form.text
+    answer = _post(client, "/subscribe", FORM)
+    assert answer.status_code == 200 and "请查收邮件" in answer.text
+    me = _subscriber(settings, "new@example.org")
+    assert me.status == "pending" and me.name == "王芳"
+
+    [mail] = _mails(settings)
+    assert mail["To"].addresses[0].addr_spec == "new@example.org"
+    assert "王芳" not in _text(mail)  # nothing typed into the form reaches the mail
+    confirm = _confirm_path(mail)
+    assert "确认订阅" in client.get(confirm).text
+    assert _subscriber(settings, "new@example.org").status == "pending"  # GET changes nothing
+    done = _post(client, confirm, {})
+    assert done.status_code == 200 and "订阅已确认" in done.text
+    assert _subscriber(settings, "new@example.org").status == "active"
+
+    unsubscribe, preferences, _ = recipient_links(settings, me.token_key)
+    saved = _post(client, _path(preferences), {"sectors": ["new-materials"], "language": "en"})
+    assert saved.status_code == 303
+    page = client.get(_path(preferences) + "?saved=1")
+    assert "已保存" in page.text and 'value="new-materials" checked' in page.text
+    assert 'value="ai" checked' not in page.text and 'value="en" checked' in page.text
+
+    assert "退订" in client.get(_path(unsubscribe)).text
+    assert _subscriber(settings, "new@example.org").status == "active"
+    gone = _post(client, _path(unsubscribe), {})
+    assert gone.status_code == 200 and "已退订" in gone.text
+    assert _events(settings, me.id) == [
+        ("created", "pending", "subscriber", "web"),
+        ("status", "active", "subscriber", "link"),
+        ("preferences", "active", "subscriber", "link"),
+        ("status", "unsubscribed", "subscriber", "link"),
+    ]
+
+
+def test_one_click_unsubscribe_needs_no_cookie_and_is_idempotent(
+    settings: Settings, runner: CliRunner
+) -> None:
+    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    me = _subscriber(settings, "a@example.org")
+    unsubscribe, _, _ = recipient_links(settings, me.token_key)
+    with TestClient(create_app(settings)) as mail_provider:
+        for _ in range(2):
+            reply = mail_provider.post(
+                _path(unsubscribe), content=b"List-Unsubscribe=One-Click", follow_redirects=False,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+            assert reply.status_code == 200 and "已退订" in reply.text
+            assert "set-cookie" not in reply.headers
+    assert _subscriber(settings, "a@example.org").status == "unsubscribed"
+    assert _events(settings, me.id)[1:] == [("status", "unsubscribed", "subscriber", "one-click")]
+
+
+def test_state_changing_posts_need_the_csrf_value(
+    client: TestClient, settings: Settings, runner: CliRunner
+) -> None:
+    assert client.post("/subscribe", data=FORM).status_code == 403
+    value = _csrf(client, "/subscribe")
+    altered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    assert client.post("/subscribe", data={**FORM, "csrf": altered}).status_code == 403
+    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    unsubscribe, _, _ = recipient_links(settings, _subscriber(settings, "a@example.org").token_key)
+    other_form = _csrf(client, _path(unsubscribe))  # made for the unsubscribe form
+    assert client.post("/subscribe", data={**FORM, "csrf": other_form}).status_code == 403
+    evil = client.post(
+        "/subscribe", data={**FORM, "csrf": value}, headers={"Origin": "https://evil.example"}
+    )
+    assert evil.status_code == 403 and "页面已过期" in evil.text
+    with TestClient(create_app(settings)) as cookieless:
+        assert cookieless.post("/subscribe", data={**FORM, "csrf": value}).status_code == 403
+    assert _mails(settings) == []
+    ok = client.post("/subscribe", data={**FORM, "csrf": value}, headers={"Origin": "null"})
+    assert ok.status_code == 200 and len(_mails(settings)) == 1
+
+
+def test_the_answer_is_the_same_whatever_the_address_state(
+    client: TestClient, settings: Settings, runner: CliRunner
+) -> None:
+    _cli(runner, settings, "subscribers", "add", "active@example.org", "--embassy", "fr-paris",
+         "--name", "Kept")  # fmt: skip
+    _cli(runner, settings, "subscribers", "add", "left@example.org", "--embassy", "fr-paris")
+    _cli(runner, settings, "subscribers", "add", "erased@example.org", "--embassy", "fr-paris")
+    _cli(runner, settings, "subscribers", "remove", "erased@example.org")
+    left = _subscriber(settings, "left@example.org")
+    _, _, _ = recipient_links(settings, left.token_key)
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        row = session.get(Subscriber, left.id)
+        assert row is not None
+        row.status = "unsubscribed"  # type: ignore[assignment]
+        row.status_changed_at = utcnow() - dt.timedelta(minutes=5)
+        session.add(row)
+        session.commit()
+    engine.dispose()
+
+    answers = {
+        address: _post(client, "/subscribe", {**FORM, "email": address, "name": "Intruder"})
+        for address in ("new@example.org", "active@example.org", "left@example.org",
+                        "erased@example.org", "new@example.org")
+    }  # fmt: skip
+    assert {a.status_code for a in answers.values()} == {200}
+    assert len({a.text for a in answers.values()}) == 1
+    assert _subscriber(settings, "active@example.org").name == "Kept"  # never changed by the form
+    sent = {m["To"].addresses[0].addr_spec: _text(m) for m in _mails(settings)}
+    assert set(sent) == {"new@example.org", "active@example.org", "left@example.org"}
+    reminder = sent["active@example.org"]
+    assert "/preferences/" in reminder and "/confirm/" not in reminder
+
+    # The one who left can come back, by confirming the fresh link.
+    [again] = [m for m in _mails(settings) if m["To"].addresses[0].addr_spec == "left@example.org"]
+    assert _post(client, _confirm_path(again), {}).status_code == 200
+    assert _subscriber(settings, "left@example.org").status == "active"
+
+
+def test_limits_apply_before_any_write_or_mail(settings: Settings) -> None:
+    limits = WebLimits(subscribe_per_ip=3, subscribe_per_address=1)
+    with TestClient(create_app(settings, limits=limits)) as client:
+        first = _post(client, "/subscribe", FORM)
+        second = _post(client, "/subscribe", FORM)
+        assert first.text == second.text
+        assert len(_mails(settings)) == 1  # the address limit holds back the second mail
+        _post(client, "/subscribe", {**FORM, "email": "other@example.org"})
+        busy = _post(client, "/subscribe", {**FORM, "email": "third@example.org"})
+        assert busy.status_code == 429 and int(busy.headers["Retry-After"]) > 0
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        stored = {s.email for s in session.exec(select(Subscriber))}
+    engine.dispose()
+    assert stored == {"new@example.org", "other@example.org"}
+
+
+def test_forged_altered_and_foreign_tokens_get_one_refusal(
+    client: TestClient, settings: Settings, runner: CliRunner
+) -> None:
+    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    me = _subscriber(settings, "a@example.org")
+    unsubscribe, preferences, _ = recipient_links(settings, me.token_key)
+    token = unsubscribe.rsplit("/", 1)[1]
+    payload, mac = token.split(".")
+    bad = [f"{payload}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}", f"x{payload}.{mac}", "forged",
+           preferences.rsplit("/", 1)[1]]  # fmt: skip
+    refusals = set()
+    for candidate in bad:
+        for path in (f"/unsubscribe/{candidate}", f"/confirm/{candidate}"):
+            refusal = client.get(path)
+            assert refusal.status_code == 400
+            refusals.add(refusal.text)
+        one_click = client.post(f"/unsubscribe/{candidate}", data={"List-Unsubscribe": "One-Click"})
+        assert one_click.status_code == 400
+        refusals.add(one_click.text)
+    assert len(refusals) == 1
+    assert _subscriber(settings, "a@example.org").status == "active"
+
+
+def test_expired_confirmation_link_is_refused(settings: Settings, client: TestClient) -> None:
+    _post(client, "/subscribe", FORM)
+    confirm = _confirm_path(_mails(settings)[0])
+    later = lambda: utcnow() + dt.timedelta(days=8)  # noqa: E731
+    with TestClient(create_app(settings, clock=later)) as future:
+        assert future.get(confirm).status_code == 400
+    assert _subscriber(settings, "new@example.org").status == "pending"
+
+
+def test_form_values_are_escaped_and_problems_explained(client: TestClient) -> None:
+    script = '"><script>alert(1)</script>'
+    answer = _post(client, "/subscribe", {**FORM, "email": script, "name": script,
+                                          "embassy": "<b>x</b>", "sectors": ["<i>"]})  # fmt: skip
+    assert answer.status_code == 400
+    assert "<script>alert(1)" not in answer.text and "&lt;script&gt;" in answer.text
+    assert "请填写有效的电子邮箱地址" in answer.text and "Choose your embassy" in answer.text
+    assert "A chosen sector is not offered" in answer.text
+    control = _post(client, "/subscribe", {**FORM, "name": "A\u202eB"})
+    assert control.status_code == 400 and "invisible characters" in control.text
+
+
+def test_pages_carry_safety_headers(client: TestClient) -> None:
+    page = client.get("/subscribe")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "httponly" in page.headers["set-cookie"].lower()
+    assert client.get("/docs").status_code == 404
+    assert "未找到页面" in client.get("/nowhere").text
+
+
+def test_archive_shows_only_issues_that_were_sent(
+    client: TestClient, settings: Settings, runner: CliRunner, tmp_path: Path
+) -> None:
+    _cli(runner, settings, "issue", "import", str(sample_issue_path()))
+    assert client.get("/archive/2020-01").status_code == 404
+    assert "No issue has been sent yet" in client.get("/archive").text
+    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    outbox = str(tmp_path / "sent")
+    _cli(runner, settings, "send", "2020-01", "--transport", "file", "--outbox", outbox)
+    listing = client.get("/archive")
+    assert 'href="http://127.0.0.1:8000/archive/2020-01"' in listing.text
+    assert listing.headers["cache-control"].startswith("public")
+    page = client.get("/archive/2020-01")
+    assert page.status_code == 200 and "中国科技创新速递" in page.text and 'id="' in page.text
+    assert client.get("/archive/2020-01?lang=en").status_code == 200
+    assert client.get("/").headers.get("location") is None  # followed to the archive
+    assert client.get("/archive/1999-01").status_code == 404
