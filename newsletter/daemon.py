@@ -68,12 +68,17 @@ class Daemon:
         self.leading = asyncio.Event()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._watch_stop())
-            group.create_task(self._lead())
-            group.create_task(self._send())
-            if self.web is not None:
-                group.create_task(self.web.serve())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_stop())
+                group.create_task(self._lead())
+                group.create_task(self._send())
+                if self.web is not None:
+                    group.create_task(self.web.serve())
+        except ExceptionGroup as failed:
+            # One part failed and the others were stopped: report that one cause, as a CLI
+            # command would (a NewsletterError becomes the one-line `error: ...`).
+            raise failed.exceptions[0] from None
 
     async def _watch_stop(self) -> None:
         await self.stop.wait()
@@ -148,7 +153,7 @@ class Daemon:
             await self.leading.wait()
         worker = Worker(
             self.settings, self.db, transport=self.transport, stop=self.stop,
-            on_report=self._reported,
+            on_report=self.reported,
         )  # fmt: skip
         told = False
         while not self.stop.is_set():
@@ -168,7 +173,8 @@ class Daemon:
             if not handled:
                 await self._nap(self.settings.delivery.poll_seconds)
 
-    def _reported(self, report: SendReport) -> None:
+    def reported(self, report: SendReport) -> None:
+        """After each campaign round: say what was sent, and write the items ledger."""
         self.say(
             f"campaign {report.campaign}: {report.sent} sent, {report.failed} failed, "
             f"{report.skipped} skipped ({report.state})"

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.delivery.message import Envelope, build_message, message_id, serialise
+from newsletter.delivery.message import (
+    DkimKey,
+    Envelope,
+    build_message,
+    dkim_sign,
+    message_id,
+    serialise,
+)
 from newsletter.delivery.replies import Reply, Verdict, classify
 
 
@@ -108,3 +120,39 @@ def test_any_name_or_subject_keeps_exactly_one_recipient(name: str, subject: str
 )
 def test_smtp_replies_are_classified(reply: Reply, verdict: Verdict) -> None:
     assert classify(reply) is verdict
+
+
+def test_dkim_signature_covers_the_listed_headers_and_verifies(tmp_path: Path) -> None:
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    envelope = _envelope()
+    data = serialise(
+        build_message(envelope, subject="中国科技创新速递", text="正文", html="<p>正文</p>"),
+        envelope,
+    )
+    signed = dkim_sign(data, DkimKey("newsletter.example.org", "s2026", key.read_bytes()))
+    header = _parse(signed)["DKIM-Signature"]
+    signed_headers = {h.strip().lower() for h in header.split("h=")[1].split(";")[0].split(":")}
+    assert {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    } <= signed_headers
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s2026._domainkey.newsletter.example.org."
+        return record
+
+    assert dkim.verify(signed, dnsfunc=dns)
+    tampered = signed.replace(b"Subject:", b"Subject: [fwd]", 1)
+    assert not dkim.verify(tampered, dnsfunc=dns)

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text, update
-from sqlmodel import Session
+from sqlalchemy import Engine, text, update
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from newsletter import scheduler as jobs
@@ -102,8 +102,8 @@ def test_one_plan_per_zone_at_the_local_hour(runner: CliRunner, instance: Instan
         # Each ledger row waits for its own zone's instant, with the default 6 h grace.
         windows = session.execute(
             select(SchedulePlan.fire_at, Delivery.not_before, Delivery.not_after)
-            .join(ScheduleDelivery, ScheduleDelivery.plan_id == SchedulePlan.id)
-            .join(Delivery, Delivery.id == ScheduleDelivery.delivery_id)
+            .join(ScheduleDelivery, col(ScheduleDelivery.plan_id) == col(SchedulePlan.id))
+            .join(Delivery, col(Delivery.id) == col(ScheduleDelivery.delivery_id))
         ).all()
         assert len(windows) == len(active)
         for fire_at, not_before, not_after in windows:
@@ -179,10 +179,12 @@ def _backdate(db: Engine, plan_id: int, *, late: dt.timedelta, grace: dt.timedel
     """As if the plan fell due `late` ago while no scheduler ran; its job says the same."""
     fire_at = utcnow() - late
     with Session(db) as session:
-        session.execute(update(SchedulePlan).where(SchedulePlan.id == plan_id)
+        session.execute(update(SchedulePlan).where(col(SchedulePlan.id) == plan_id)
                         .values(fire_at=fire_at, not_after=fire_at + grace))  # fmt: skip
-        linked = select(ScheduleDelivery.delivery_id).where(ScheduleDelivery.plan_id == plan_id)
-        session.execute(update(Delivery).where(Delivery.id.in_(linked))  # type: ignore[union-attr]
+        linked = select(ScheduleDelivery.delivery_id).where(
+            col(ScheduleDelivery.plan_id) == plan_id
+        )
+        session.execute(update(Delivery).where(col(Delivery.id).in_(linked))
                         .values(not_before=fire_at, not_after=fire_at + grace))  # fmt: skip
         session.commit()
         plan = session.get(SchedulePlan, plan_id)
@@ -224,7 +226,7 @@ def test_after_downtime_late_within_grace_else_missed(
         with Session(db) as session:
             plan = session.get(SchedulePlan, row["id"])
             assert plan is not None and plan.state == expected
-            replies = session.exec(select(Delivery.state, Delivery.reply)).all()  # type: ignore[call-overload]
+            replies = session.exec(select(Delivery.state, Delivery.reply)).all()
     [listed] = plans_json(runner, instance)
     status = json.loads(cli(runner, instance, "campaign", "status", str(row["campaign"]), "--json"))
     if expected == "missed":

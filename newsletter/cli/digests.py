@@ -24,7 +24,7 @@ from newsletter.cli.base import (
     settings_for,
 )
 from newsletter.config import Settings
-from newsletter.delivery.campaigns import counts, prepare_send, requeue_unknown
+from newsletter.delivery.campaigns import counts, prepare_send
 from newsletter.delivery.compose import RecipientData, personalised, tailored
 from newsletter.delivery.engine import SendEngine, SendReport
 from newsletter.delivery.locks import SenderLock
@@ -116,10 +116,8 @@ def send_issue(
         with SenderLock(engine):
             with Session(engine, expire_on_commit=False) as session:
                 stored = get_issue(session, slug)
-                campaign, _ = prepare_send(session, stored.record)
+                campaign, _ = prepare_send(session, stored.record, resend_unknown=resend_unknown)
                 assert campaign.id is not None
-                if resend_unknown:
-                    requeue_unknown(session, campaign.id)
                 context = runtime.issue_context(session, settings, slug)
                 by_state = counts(session, campaign.id)
             pending = sum(by_state.get(s, 0) for s in ("queued", "retry", "sending"))

@@ -191,12 +191,16 @@ class CampaignPausedError(NewsletterError, RuntimeError):
         )
 
 
-def prepare_send(session: Session, issue: IssueRecord) -> tuple[Campaign, int]:
+def prepare_send(
+    session: Session, issue: IssueRecord, *, resend_unknown: bool = False
+) -> tuple[Campaign, int]:
     """The campaign to send now, with every active subscriber in its ledger; (campaign, added)."""
     campaign, _ = open_campaign(session, issue)
     if campaign.state == CampaignState.PAUSED:
         raise CampaignPausedError(campaign)
     added = enqueue_active(session, campaign)
+    if resend_unknown:
+        requeue_unknown(session, campaign.id or 0)
     live = {DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING}
     if campaign.state in (CampaignState.READY, CampaignState.FINISHED) and any(
         counts(session, campaign.id or 0).get(s) for s in live

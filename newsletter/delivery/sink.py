@@ -116,9 +116,9 @@ def start_sink(
             server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
         ) -> AuthResult:
             if not isinstance(data, LoginPassword):
-                return AuthResult(success=False)
+                return AuthResult(success=False, handled=False)
             given = (bytes(data.login).decode(), bytes(data.password).decode())
-            return AuthResult(success=given == login)
+            return AuthResult(success=given == login, handled=False, auth_data=data)
 
         kwargs = {"auth_required": True, "auth_require_tls": False, "authenticator": check}
     controller = LoopbackController(handler or RecordingHandler(), hostname=host, port=0, **kwargs)
