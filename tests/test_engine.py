@@ -103,7 +103,7 @@ def _rows(settings: Settings) -> dict[str, Delivery]:
             )
         ).all()
     db.dispose()
-    return {email: row for email, row in pairs}
+    return dict(pairs)
 
 
 def _subscriber(settings: Settings, email: str) -> tuple[Subscriber, list[AuditEvent]]:
@@ -312,7 +312,7 @@ def test_kill_9_mid_send_then_send_again_reaches_everyone_once(
             [*command, "--resend-unknown"], env=env, capture_output=True, text=True, timeout=60
         )
         assert resend.returncode == 0, resend.stderr
-        assert set(r.rcpt for r in handler.received) == set(people)
+        assert {r.rcpt for r in handler.received} == set(people)
         assert {r.state for r in _rows(instance.settings).values()} == {DeliveryState.SENT}
     finally:
         server.stop()
@@ -346,8 +346,12 @@ def test_several_workers_share_one_campaign_on_postgresql(
            "NEWSLETTER_DELIVERY__BATCH_SIZE": "10"}  # fmt: skip
     command = [_newsletter(), "--config", str(instance.config), "worker", "--once"]
     try:
-        workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                   for _ in range(3)]  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(3)
+        ]
         for w in workers:
             _, stderr = w.communicate(timeout=60)
             assert w.returncode == 0, stderr

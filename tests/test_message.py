@@ -9,7 +9,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
