@@ -9,14 +9,8 @@ import jinja2
 
 from newsletter.config import Settings
 from newsletter.content.model import Issue
-from newsletter.delivery.message import (
-    DkimKey,
-    Envelope,
-    build_message,
-    dkim_sign,
-    message_id,
-    serialise,
-)
+from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id
+from newsletter.delivery.prepared import PreparedDigest, prepare
 from newsletter.delivery.transports import Outgoing
 from newsletter.render.cache import ProfileCache
 from newsletter.render.digest import (
@@ -24,6 +18,7 @@ from newsletter.render.digest import (
     Recipient,
     RenderedDigest,
     personalise,
+    recipient_values,
     render_digest,
 )
 from newsletter.subscriptions.tokens import Purpose, make_token
@@ -53,6 +48,7 @@ class IssueContext:
     env: jinja2.Environment
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
+    prepared: dict[str, PreparedDigest] = field(default_factory=dict)
 
     @property
     def links(self) -> DigestLinks:
@@ -112,12 +108,27 @@ def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, Rend
     return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences))
 
 
+def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDigest:
+    prepared = ctx.prepared.get(key)
+    if prepared is None:
+        sender = ctx.settings.sender
+        prepared = ctx.prepared[key] = prepare(
+            digest,
+            from_name=sender.name,
+            from_address=sender.address,
+            list_id=f"{ctx.settings.list_id}.{ctx.settings.domain}",
+            reply_to=sender.reply_to,
+        )
+    return prepared
+
+
 def compose(
     ctx: IssueContext, recipient: RecipientData, *, campaign_id: int, preview: bool
 ) -> Composed:
-    key, digest = personalised(ctx, recipient)
+    """One recipient's message: the profile's encoded message with their values spliced in."""
+    _, key, digest = tailored(ctx, recipient)
     settings = ctx.settings
-    unsubscribe, _, mailto = recipient_links(settings, recipient.token_key)
+    unsubscribe, preferences, mailto = recipient_links(settings, recipient.token_key)
     envelope = Envelope(
         from_address=settings.sender.address,
         from_name=settings.sender.name,
@@ -131,8 +142,9 @@ def compose(
         unsubscribe_mailto=mailto,
         reply_to=settings.sender.reply_to,
     )
-    msg = build_message(envelope, subject=digest.subject, text=digest.text, html=digest.html)
-    data = serialise(msg, envelope)
+    who = Recipient(recipient.name, unsubscribe, preferences)
+    text_values, html_values = recipient_values(who, digest.language)
+    data = _prepared(ctx, key, digest).message(envelope, text_values, html_values)
     if ctx.dkim is not None:
         data = dkim_sign(data, ctx.dkim)
     outgoing = Outgoing(
@@ -140,6 +152,6 @@ def compose(
         rcpt=recipient.email,
         data=data,
         name=f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}",
-        html_preview=digest.html if preview else None,
+        html_preview=personalise(digest, who).html if preview else None,
     )
     return Composed(outgoing, key, envelope.message_id)

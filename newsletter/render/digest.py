@@ -43,7 +43,6 @@ RECIPIENT_NAME = "%%RECIPIENT_NAME%%"
 UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%PREFERENCES_URL%%"
 PLACEHOLDERS = (GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL)
-_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _PERCENTS = re.compile(r"%{2,}")
 _SAFE_URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
@@ -207,24 +206,32 @@ def _checked_url(url: str) -> str:
     return url
 
 
+PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
+
+
+def recipient_values(recipient: Recipient, language: str) -> tuple[dict[str, str], dict[str, str]]:
+    """What each placeholder becomes for one recipient: (for the text part, for the HTML part)."""
+    # A name cannot spell a placeholder ("%%" never occurs in a real name), so no output of
+    # personalise ever holds one; later checks for leftover tokens can trust that.
+    name = _PERCENTS.sub("%", one_line(recipient.name))
+    values = {
+        GREETING: _greeting(name, language),
+        RECIPIENT_NAME: name,
+        UNSUBSCRIBE_URL: _checked_url(one_line(recipient.unsubscribe_url)),
+        PREFERENCES_URL: _checked_url(one_line(recipient.preferences_url)),
+    }
+    return values, {token: html.escape(value) for token, value in values.items()}
+
+
 def personalise(digest: RenderedDigest, recipient: Recipient) -> RenderedDigest:
     """Fill the placeholders for one recipient: string replacement only, no rendering.
 
     One regex pass rather than successive str.replace calls, so a value that itself looks like a
     placeholder (a name such as "%%UNSUBSCRIBE_URL%%") is never expanded a second time.
     """
-    # A name cannot spell a placeholder ("%%" never occurs in a real name), so no output of
-    # personalise ever holds one; later checks for leftover tokens can trust that.
-    name = _PERCENTS.sub("%", one_line(recipient.name))
-    values = {
-        GREETING: _greeting(name, digest.language),
-        RECIPIENT_NAME: name,
-        UNSUBSCRIBE_URL: _checked_url(one_line(recipient.unsubscribe_url)),
-        PREFERENCES_URL: _checked_url(one_line(recipient.preferences_url)),
-    }
-    escaped = {token: html.escape(value) for token, value in values.items()}
+    values, escaped = recipient_values(recipient, digest.language)
     return replace(
         digest,
-        html=_PLACEHOLDER_RE.sub(lambda m: escaped[m.group(0)], digest.html),
-        text=_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], digest.text),
+        html=PLACEHOLDER_RE.sub(lambda m: escaped[m.group(0)], digest.html),
+        text=PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], digest.text),
     )

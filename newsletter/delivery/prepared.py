@@ -1,0 +1,124 @@
+"""A profile's digest as a message encoded once; each recipient's message is a few splices away."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from email.header import Header
+
+from newsletter.delivery.message import Envelope, display_name
+from newsletter.delivery.splice import SplicedPart, split_part
+from newsletter.errors import DeliveryError
+from newsletter.render.digest import PLACEHOLDER_RE, RenderedDigest
+
+_PRINTABLE_WORDS = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/^_`{|}~]*$")
+
+
+def encoded_words(value: str) -> str:
+    """RFC 2047 encoded words (UTF-8, base64), folded with CRLF SP, for non-ASCII header text."""
+    return Header(value, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\r\n")
+
+
+def address(name: str, addr: str) -> str:
+    """`name <addr>` that can only ever parse as that one address."""
+    shown = display_name(name)
+    if not shown:
+        return f"<{addr}>"
+    if _PRINTABLE_WORDS.match(shown):
+        return f"{shown} <{addr}>"
+    return f"{encoded_words(shown)}\r\n <{addr}>"
+
+
+def _header(name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode("ascii")
+
+
+class _Clock:
+    """RFC 5322 dates, formatted once per second rather than once per message."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.text = second, email.utils.formatdate(second, usegmt=True)
+        return self.text
+
+
+@dataclass(frozen=True)
+class PreparedDigest:
+    """Headers and parts shared by every recipient of one profile, already encoded."""
+
+    head: bytes  # From and Subject
+    tail: bytes  # List-Id ... Content-Type, the blank line, and the text part's MIME header
+    text: SplicedPart
+    between: bytes  # the boundary and the HTML part's MIME header
+    html: SplicedPart
+    end: bytes
+    clock: _Clock = field(default_factory=_Clock)
+
+    def message(
+        self, envelope: Envelope, text_values: dict[str, str], html_values: dict[str, str]
+    ) -> bytes:
+        if "\r" in envelope.to_address or "\n" in envelope.to_address or "<" in envelope.to_address:
+            raise DeliveryError(f"refusing to send to a malformed address {envelope.to_address!r}")
+        headers = b"".join(
+            (
+                _header("To", address(envelope.to_name, envelope.to_address)),
+                _header("Date", self.clock.now()),
+                _header("Message-ID", envelope.message_id),
+                _header(
+                    "List-Unsubscribe",
+                    f"<{envelope.unsubscribe_url}>,\r\n <{envelope.unsubscribe_mailto}>",
+                ),
+            )
+        )
+        return b"".join(
+            (
+                self.head,
+                headers,
+                self.tail,
+                self.text.encode({k: v.encode() for k, v in text_values.items()}),
+                self.between,
+                self.html.encode({k: v.encode() for k, v in html_values.items()}),
+                self.end,
+            )
+        )
+
+
+def prepare(
+    digest: RenderedDigest, *, from_name: str, from_address: str, list_id: str, reply_to: str = ""
+) -> PreparedDigest:
+    boundary = f"=_nl_{secrets.token_hex(12)}"
+    subject = " ".join(digest.subject.split())
+    head = _header("From", address(from_name, from_address))
+    head += _header(
+        "Subject", subject if subject.isascii() and len(subject) < 900 else encoded_words(subject)
+    )
+    if reply_to:
+        head += _header("Reply-To", f"<{reply_to}>")
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    tail = b"".join(
+        (
+            _header("List-Id", f"<{list_id}>"),
+            _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            _header("Auto-Submitted", "auto-generated"),
+            _header("MIME-Version", "1.0"),
+            _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+            b"\r\n",
+            f"--{boundary}\r\n{part.format('plain')}".encode(),
+        )
+    )
+    return PreparedDigest(
+        head=head,
+        tail=tail,
+        text=split_part(digest.text, PLACEHOLDER_RE),
+        between=f"--{boundary}\r\n{part.format('html')}".encode(),
+        html=split_part(digest.html, PLACEHOLDER_RE),
+        end=f"--{boundary}--\r\n".encode(),
+    )
