@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -32,6 +32,7 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.plans import RESCHEDULABLE
 from newsletter.subscriptions.store import sectors_of
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef
@@ -138,22 +139,19 @@ def _received(session: Session, subscriber_ids: list[int]) -> dict[int, frozense
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def _campaign_for(session: Session, issue: IssueRecord) -> Campaign | None:
-    """The issue's campaign to add rows to; None when staff paused or cancelled it, or a
-    scheduled send of it is still to come (that plan covers its readers)."""
-    latest = session.exec(
-        select(Campaign).where(Campaign.issue_id == issue.id).order_by(col(Campaign.id).desc())
-    ).first()
-    if latest is None:
-        return open_campaign(session, issue)[0]
-    if latest.state in (CampaignState.PAUSED, CampaignState.CANCELLED):
-        return None
+def _digest_may_use(session: Session, campaign: Campaign | None) -> bool:
+    """Not when staff paused or cancelled the issue's campaign, nor while a scheduled send of
+    it is still to come (that plan covers its readers)."""
+    if campaign is None:
+        return True
+    if campaign.state in (CampaignState.PAUSED, CampaignState.CANCELLED):
+        return False
     planned = session.exec(
         select(SchedulePlan.id).where(
-            SchedulePlan.campaign_id == latest.id, SchedulePlan.state == PlanState.PLANNED
+            SchedulePlan.campaign_id == campaign.id, SchedulePlan.state == PlanState.PLANNED
         )
     ).first()
-    return None if planned is not None else latest
+    return planned is None
 
 
 @dataclass
@@ -193,32 +191,42 @@ def enqueue_digest(
     outcome = DigestOutcome()
     for issue in issues:
         assert issue.id is not None
-        campaign = _campaign_for(session, issue)
-        if campaign is None:
+        latest = session.exec(
+            select(Campaign).where(Campaign.issue_id == issue.id).order_by(col(Campaign.id).desc())
+        ).first()
+        if not _digest_may_use(session, latest):
             continue
-        added = _enqueue_owed(session, campaign, items.get(issue.id, []), audiences, received,
-                              now=now, grace=grace)  # fmt: skip
-        if added:
+        already = _in_ledger(session, latest)
+        owed = owed_subscribers(items.get(issue.id, []), audiences, received, already)
+        if owed:
+            # The issue's own campaign: its ledger (one row per subscriber) forbids a repeat.
+            campaign = latest or open_campaign(session, issue)[0]
+            _enqueue(session, campaign, owed, now=now, grace=grace)
             outcome.issues += 1
-            outcome.enqueued += added
-            outcome.per_issue[issue.slug] = added
+            outcome.enqueued += len(owed)
+            outcome.per_issue[issue.slug] = len(owed)
     return outcome
 
 
-def _enqueue_owed(
-    session: Session,
-    campaign: Campaign,
+def _in_ledger(session: Session, campaign: Campaign | None) -> set[int]:
+    """Subscribers the campaign sent, is sending, or decided not to send to; not those whose
+    row was skipped only because its scheduled send was cancelled or missed."""
+    if campaign is None:
+        return set()
+    query = select(Delivery.subscriber_id).where(
+        Delivery.campaign_id == campaign.id,
+        ~((col(Delivery.state) == DeliveryState.SKIPPED) & col(Delivery.reply).in_(RESCHEDULABLE)),
+    )
+    return set(session.exec(query))
+
+
+def owed_subscribers(
     items: Sequence[ItemRecord],
     audiences: dict[int, Audience],
     received: dict[int, frozenset[int]],
-    *,
-    now: dt.datetime,
-    grace: dt.timedelta,
-) -> int:
-    assert campaign.id is not None
-    already = set(
-        session.exec(select(Delivery.subscriber_id).where(Delivery.campaign_id == campaign.id))
-    )
+    already: set[int],
+) -> list[int]:
+    """Subscribers the issue owes, in id order: not in its ledger, something new for them."""
     cache: dict[Audience, frozenset[int]] = {}
     owed = []
     for subscriber_id, who in audiences.items():
@@ -228,18 +236,41 @@ def _enqueue_owed(
             cache[who] = included_items(items, who)
         if owes_issue(cache[who], received.get(subscriber_id, frozenset())):
             owed.append(subscriber_id)
-    if not owed:
-        return 0
-    session.execute(
-        insert(Delivery),
-        [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
-          "not_before": now, "not_after": now + grace, "updated_at": now} for s in owed],
-    )  # fmt: skip
+    return owed
+
+
+def _enqueue(
+    session: Session,
+    campaign: Campaign,
+    subscriber_ids: list[int],
+    *,
+    now: dt.datetime,
+    grace: dt.timedelta,
+) -> None:
+    window = {"not_before": now, "not_after": now + grace, "updated_at": now}
+    # A row left skipped by a cancelled or missed schedule is taken back (one row per pair).
+    skipped = (
+        (col(Delivery.campaign_id) == campaign.id)
+        & col(Delivery.subscriber_id).in_(subscriber_ids)
+        & (col(Delivery.state) == DeliveryState.SKIPPED)
+        & col(Delivery.reply).in_(RESCHEDULABLE)
+    )
+    back = set(session.exec(select(Delivery.subscriber_id).where(skipped)))
+    if back:
+        session.execute(
+            update(Delivery).where(skipped).values(state=DeliveryState.QUEUED, reply="", **window)
+        )
+    new = [s for s in subscriber_ids if s not in back]
+    if new:
+        session.execute(
+            insert(Delivery),
+            [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
+              **window} for s in new],
+        )  # fmt: skip
     if campaign.state in (CampaignState.READY, CampaignState.FINISHED):
         campaign.state, campaign.finished_at = CampaignState.SENDING, None
         session.add(campaign)
     session.commit()
-    return len(owed)
 
 
 def create_digest(session: Session, *, cron: str, local: bool, now: dt.datetime) -> DigestSchedule:

@@ -32,7 +32,7 @@ from newsletter.taxonomy import WORKING_WEEKS
 MISSED_REPLY = "missed: send window closed"
 CANCELLED_REPLY = "schedule cancelled"
 # Rows skipped for these reasons were never sent: scheduling the issue again takes them back.
-_RESCHEDULABLE = (MISSED_REPLY, CANCELLED_REPLY)
+RESCHEDULABLE = (MISSED_REPLY, CANCELLED_REPLY)
 _WAITING = (DeliveryState.QUEUED, DeliveryState.RETRY)
 _LIVE = (DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING)
 
@@ -100,7 +100,7 @@ def prepare_campaign(session: Session, issue: IssueRecord) -> Campaign:
         .where(
             col(Delivery.campaign_id) == campaign.id,
             col(Delivery.state) == DeliveryState.SKIPPED,
-            col(Delivery.reply).in_(_RESCHEDULABLE),
+            col(Delivery.reply).in_(RESCHEDULABLE),
         )
         .values(state=DeliveryState.QUEUED, reply="", not_before=None, not_after=None)
     )
@@ -233,6 +233,11 @@ def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
         return None
     if now >= plan.not_after:
         return miss_plan(session, plan_id, now)
+    campaign = session.get(Campaign, plan.campaign_id)
+    if campaign is not None and campaign.state == CampaignState.CANCELLED:
+        changed = _set_state(session, plan_id, PlanState.CANCELLED, now, "campaign cancelled")
+        session.commit()
+        return PlanState.CANCELLED if changed else None
     changed = _set_state(session, plan_id, PlanState.FIRED, now)
     session.commit()
     return PlanState.FIRED if changed else None

@@ -156,3 +156,22 @@ def test_a_missed_digest_run_is_recorded(runner: CliRunner, instance: Instance) 
             jobs.unbind()
     [row] = json.loads(cli(runner, instance, "digest", "list", "--json"))
     assert row["last_run_state"] == "missed" and row["last_enqueued"] == 0
+
+
+def test_digest_sends_what_a_cancelled_schedule_left_unsent(
+    runner: CliRunner,
+    instance: Instance,
+    smtp_server: LoopbackController,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "smtp")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    active = load_sample(runner, instance)
+    cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z")
+    cli(runner, instance, "schedule", "cancel", "--issue", "2020-01")
+    [digest] = json.loads(cli(runner, instance, "digest", "schedule", "--cron", "0 9 * * MON",
+                              "--json"))  # fmt: skip
+    asyncio.run(_run_digest_and_send(instance, digest["id"], ""))
+    assert Counter(r.rcpt for r in smtp_server.handler.received) == Counter(active)
+    [campaign] = json.loads(cli(runner, instance, "campaign", "list", "--json"))
+    assert campaign["sent"] == len(active) and campaign["total"] == len(active)

@@ -150,6 +150,42 @@ def test_one_slot_per_zone_and_date_each_mission_once() -> None:
     assert [s.fire_at for s in slots] == sorted(s.fire_at for s in slots)
 
 
+missions_st = st.lists(
+    st.builds(
+        Mission,
+        code=st.text("abcdefgh", min_size=1, max_size=4),
+        timezone=st.sampled_from(ZONES),
+        working_week=st.sampled_from(sorted(WORKING_WEEKS.values())),
+    ),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda m: m.code,
+)
+
+
+@given(
+    missions=missions_st,
+    day=st.dates(dt.date(2020, 1, 1), dt.date(2030, 12, 31)),
+    at=st.times().map(lambda t: t.replace(second=0, microsecond=0)),
+    working_days=st.booleans(),
+)
+def test_every_mission_gets_exactly_one_send_at_its_local_hour(
+    missions: list[Mission], day: dt.date, at: dt.time, working_days: bool
+) -> None:
+    slots = plan_local(missions, day=day, at=at, working_days=working_days, grace=SIX_HOURS)
+    assert sorted(c for s in slots for c in s.missions) == sorted(m.code for m in missions)
+    assert len({(s.timezone, s.day) for s in slots}) == len(slots)
+    week = {m.code: m.working_week for m in missions}
+    for slot in slots:
+        assert slot.day is not None
+        assert slot.fire_at == local_instant(slot.day, at, zone(slot.timezone))
+        for code in slot.missions:
+            if working_days:
+                assert slot.day == working_day(day, week[code])
+            else:
+                assert slot.day == day
+
+
 def test_without_working_days_everyone_gets_the_date() -> None:
     friday = dt.date(2024, 5, 3)
     slots = plan_local(MISSIONS, day=friday, at=dt.time(9), working_days=False, grace=SIX_HOURS)

@@ -276,6 +276,20 @@ def test_reconcile_restores_a_lost_job_and_fires_a_lost_due_plan(
     assert states[first] == "planned" and states[second] == "fired"
 
 
+def test_a_plan_of_a_cancelled_campaign_does_not_fire(
+    runner: CliRunner, instance: Instance
+) -> None:
+    load_sample(runner, instance)
+    [row] = json.loads(cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z",
+                           "--json"))  # fmt: skip
+    cli(runner, instance, "campaign", "cancel", str(row["campaign"]))
+    with database(instance) as db:
+        _backdate(db, row["id"], late=dt.timedelta(minutes=1), grace=dt.timedelta(hours=2))
+        assert asyncio.run(_lead_once(db)) == ["wake"]
+    [listed] = plans_json(runner, instance)
+    assert listed["state"] == "cancelled" and listed["sent"] == 0
+
+
 def test_shared_store_tolerates_jobs_removed_by_another_process(instance: Instance) -> None:
     with database(instance) as db:
         store = jobs.SharedJobStore(db)

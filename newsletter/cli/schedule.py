@@ -95,15 +95,19 @@ def _when(
     )
 
 
+def _short(iso: object) -> str:
+    """'2030-01-07 09:00 +08:00' from an ISO 8601 time, for tables (JSON keeps ISO 8601)."""
+    value = dt.datetime.fromisoformat(str(iso))
+    return value.strftime("%Y-%m-%d %H:%M ") + value.isoformat()[-6:]
+
+
 def _plan_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(
-        "id", "issue", "timezone", "local time", "UTC", "recipients", "sent", "missed", "state"
-    )
+    table = Table("id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state")
     for r in rows:
         table.add_row(
-            str(r["id"]), str(r["issue"]), str(r["timezone"]), str(r["next_run_local"]),
-            str(r["next_run_utc"]), str(r["recipients"]), str(r["sent"]), str(r["missed"]),
-            str(r["state"]),
+            str(r["id"]), str(r["issue"]), str(r["timezone"]), _short(r["next_run_local"]),
+            _short(r["next_run_utc"])[:16], str(r["recipients"]), str(r["sent"]),
+            str(r["missed"]), str(r["state"]),
         )  # fmt: skip
     return table
 

@@ -12,7 +12,7 @@ from newsletter.content.model import Issue
 from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id
 from newsletter.delivery.prepared import PreparedDigest, prepare
 from newsletter.delivery.transports import Outgoing
-from newsletter.render.cache import ProfileCache
+from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.digest import (
     DigestLinks,
     Recipient,
@@ -48,7 +48,7 @@ class IssueContext:
     env: jinja2.Environment
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
-    prepared: dict[str, PreparedDigest] = field(default_factory=dict)
+    prepared: BoundedCache[PreparedDigest] = field(default_factory=BoundedCache)
 
     @property
     def links(self) -> DigestLinks:
@@ -109,17 +109,17 @@ def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, Rend
 
 
 def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDigest:
-    prepared = ctx.prepared.get(key)
-    if prepared is None:
-        sender = ctx.settings.sender
-        prepared = ctx.prepared[key] = prepare(
+    sender = ctx.settings.sender
+    return ctx.prepared.get_or_render(
+        key,
+        lambda: prepare(
             digest,
             from_name=sender.name,
             from_address=sender.address,
             list_id=f"{ctx.settings.list_id}.{ctx.settings.domain}",
             reply_to=sender.reply_to,
-        )
-    return prepared
+        ),
+    )
 
 
 def compose(

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.config import DeliverySettings
 from newsletter.delivery.campaigns import counts, mark_lost_unknown
-from newsletter.delivery.compose import IssueContext, RecipientData, compose
+from newsletter.delivery.compose import IssueContext, RecipientData, audience_for, compose
 from newsletter.delivery.replies import Reply, Verdict, classify
 from newsletter.delivery.throttle import Throttle
 from newsletter.delivery.transports import CONNECTION_FAULT, Connection, Outgoing, Transport
@@ -31,6 +31,7 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.subscriptions.store import sectors_of, set_status
+from newsletter.tailor import profile_key, select_items
 
 Progress = Callable[[int], None]
 # This many 421 replies in one batch means the server is shedding us: pause, don't hammer it.
@@ -140,6 +141,7 @@ class SendEngine:
                 session, campaign_id, now=self.clock(), everyone=sqlite
             )
             self._skip_missed(session, campaign_id, report)
+            self._plan_profiles(session, campaign_id)
             self._set_state(
                 session, campaign_id, CampaignState.SENDING, "", only_from=CampaignState.READY
             )
@@ -192,13 +194,56 @@ class SendEngine:
         session.commit()
         report.skipped += int(result.rowcount or 0)
 
+    def _plan_profiles(self, session: Session, campaign_id: int, chunk: int = 2000) -> None:
+        """Note each unsent row's profile, so claims come grouped by profile.
+
+        Rows of one profile then go out together and the bounded profile caches stay small,
+        whatever the number of profiles: memory stays flat as the list grows. The profile is
+        computed again at send time, so a subscriber who changed sectors meanwhile is still right.
+        """
+        after = 0
+        while True:
+            rows = session.exec(
+                select(Delivery.id, Subscriber.id, Subscriber.language, Subscriber.embassy_code)
+                .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+                .where(
+                    col(Delivery.campaign_id) == campaign_id,
+                    col(Delivery.profile) == "",
+                    col(Delivery.state).in_([DeliveryState.QUEUED, DeliveryState.RETRY]),
+                    col(Delivery.id) > after,
+                )
+                .order_by(col(Delivery.id))
+                .limit(chunk)
+            ).all()
+            if not rows:
+                return
+            sectors = sectors_of(session, [sid for _, sid, _, _ in rows if sid is not None])
+            updates = []
+            for delivery_id, subscriber_id, language, embassy in rows:
+                recipient = RecipientData(
+                    subscriber_id or 0,
+                    "",
+                    "",
+                    language,
+                    embassy,
+                    sectors.get(subscriber_id or 0, ()),
+                    "",
+                )
+                selection = select_items(
+                    self.ctx.issue, audience_for(recipient, self.ctx.embassies)
+                )
+                updates.append({"id": delivery_id, "profile": profile_key(selection, language)})
+            session.execute(update(Delivery), updates)
+            session.commit()
+            after = int(rows[-1][0] or 0)
+
     def _claim(self, session: Session, campaign_id: int) -> list[Delivery]:
         now = self.clock()
         rows = list(
             session.exec(
                 select(Delivery)
                 .where(self._due(campaign_id, now))
-                .order_by(col(Delivery.id))
+                .order_by(col(Delivery.profile), col(Delivery.id))
                 .limit(self.batch_size)
                 # PostgreSQL: workers skip each other's rows; SQLite ignores it (one worker).
                 .with_for_update(skip_locked=True)

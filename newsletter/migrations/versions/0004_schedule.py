@@ -7,16 +7,16 @@ Revises: 0003
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-_text = sqlmodel.sql.sqltypes.AutoString
-_when = sqlmodel.sql.sqltypes.UTCDateTime
+_text = AutoString
+_when = UTCDateTime
 
 
 def upgrade() -> None:

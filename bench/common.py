@@ -1,0 +1,71 @@
+"""Shared benchmark set-up: the sample issue and generated subscribers, as the engine sees them."""
+
+from __future__ import annotations
+
+import platform
+import random
+import statistics
+import subprocess
+from collections.abc import Callable
+
+from newsletter.config import Settings
+from newsletter.content.issue_intake import sample_issue_path
+from newsletter.content.issue_yaml import load_issue
+from newsletter.delivery.compose import IssueContext, RecipientData
+from newsletter.directory import bundled_data_dir, read_reference
+from newsletter.render.environment import make_environment
+
+
+def context(settings: Settings | None = None) -> IssueContext:
+    reference = read_reference(bundled_data_dir())
+    return IssueContext(
+        issue=load_issue(sample_issue_path().read_text(encoding="utf-8")),
+        sectors={s.code: s for s in reference.sectors},
+        embassies={e.code: e for e in reference.embassies},
+        settings=settings or Settings(secret_key="b" * 40),
+        env=make_environment(),
+    )
+
+
+def recipients(ctx: IssueContext, n: int, seed: int = 2020) -> list[RecipientData]:
+    """Subscribers like the sample lists: 0-3 sectors each, 20 % in English, all missions."""
+    rng = random.Random(seed)
+    codes, missions = sorted(ctx.sectors), sorted(ctx.embassies)
+    return [
+        RecipientData(
+            subscriber_id=i + 1,
+            email=f"reader{i}@{rng.choice(missions)}.example.org",
+            name=rng.choice(["李伟", "王芳", "张敏", "Chen Jing", "刘洋", ""]),
+            language="en" if rng.random() < 0.2 else "zh",
+            embassy=rng.choice(missions),
+            sectors=tuple(rng.sample(codes, rng.choice([0, 1, 1, 2, 2, 3]))),
+            token_key=f"key{i:08d}",
+        )
+        for i in range(n)
+    ]
+
+
+def median_rate(run: Callable[[], int], repeats: int) -> tuple[float, list[float]]:
+    """Median items per second over `repeats` runs of `run` (which returns items done)."""
+    import time
+
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = run()
+        rates.append(done / (time.perf_counter() - started))
+    return statistics.median(rates), rates
+
+
+def machine() -> str:
+    try:
+        cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(
+            (line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line),
+            "?",
+        )
+    except OSError:
+        model = "?"
+    import os
+
+    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {model}"

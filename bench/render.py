@@ -1,0 +1,76 @@
+"""Tailored digests per second for the sample issue: our profile cache + splicing vs the naive way.
+
+Naive: for every recipient, Jinja2 + MJML render, then personalise, then an `EmailMessage` built
+and serialised. Ours: `compose` (tailor, render once per profile, splice per recipient). Both produce
+the bytes that go on the wire. Run: `.venv/bin/python bench/render.py [--subscribers N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import context, machine, median_rate, recipients  # noqa: E402
+
+from newsletter.delivery.compose import compose, recipient_links, tailored  # noqa: E402
+from newsletter.delivery.message import Envelope, build_message, message_id, serialise  # noqa: E402
+from newsletter.render.digest import Recipient, personalise, render_digest  # noqa: E402
+from newsletter.tailor import select_items  # noqa: E402
+from newsletter.delivery.compose import audience_for  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--naive", type=int, default=300, help="recipients for the naive way")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    people = recipients(context(), args.subscribers)
+
+    def ours() -> int:
+        ctx = context()  # a cold cache each run: every profile rendered once, inside the timing
+        size = 0
+        for r in people:
+            size += len(compose(ctx, r, campaign_id=1, preview=False).outgoing.data)
+        ours.profiles, ours.bytes = ctx.cache.renders, size / len(people)  # type: ignore[attr-defined]
+        return len(people)
+
+    def naive() -> int:
+        ctx = context()
+        s = ctx.settings
+        for r in people[: args.naive]:
+            selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
+            digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
+                                   links=ctx.links, env=ctx.env)  # fmt: skip
+            unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
+            filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
+            envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
+                                message_id(s.secret, 1, r.subscriber_id, s.domain),
+                                f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
+            serialise(
+                build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html),
+                envelope,
+            )
+        return args.naive
+
+    ours_rate, ours_runs = median_rate(ours, args.repeats)
+    naive_rate, naive_runs = median_rate(naive, args.repeats)
+    ctx = context()
+    profiles = len({tailored(ctx, r)[1] for r in people})
+    print(f"machine: {machine()}")
+    print(f"sample issue 2020-01, {len(people):,} generated subscribers, {profiles:,} profiles")
+    print(
+        f"ours : {ours_rate:9,.0f} digests/s (median of {args.repeats}; runs {', '.join(f'{x:,.0f}' for x in ours_runs)})"
+    )
+    print(
+        f"naive: {naive_rate:9,.0f} digests/s (median of {args.repeats}, {args.naive} recipients each)"
+    )
+    print(f"ratio: {ours_rate / naive_rate:,.1f}x faster; mean message {ours.bytes:,.0f} bytes")  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Sending throughput and memory against Postfix's smtp-sink, beside smtp-source and a naive sender.
+
+One command: `.venv/bin/python bench/send.py` (installs Debian's postfix for smtp-sink/smtp-source
+when missing, without starting the Postfix daemon). In one run it measures:
+- our engine sending the sample issue to N generated subscribers (SQLite ledger, real SMTP),
+- smtp-source (Postfix's C load generator): as many messages of the same mean size, same sessions,
+- the naive sender (per recipient Jinja2 + MJML + EmailMessage, one smtplib connection) on a slice,
+- peak memory (max RSS of a fresh process) of our engine at --sizes (default 20,000 and 100,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import context, machine, recipients  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def ensure_postfix_tools() -> None:
+    if shutil.which("smtp-sink") and shutil.which("smtp-source"):
+        return
+    print(
+        "installing Debian's postfix for smtp-sink/smtp-source (the daemon is not started)",
+        file=sys.stderr,
+    )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "sh", "-c", "echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections"], check=True, env=env)  # fmt: skip
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "postfix"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    for path in ("/usr/sbin", "/usr/lib/postfix"):
+        os.environ["PATH"] += os.pathsep + path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(
+        [shutil.which("smtp-sink") or "smtp-sink", *user, f"127.0.0.1:{port}", "1024"]
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sink
+        except OSError:
+            time.sleep(0.05)
+    sink.kill()
+    raise SystemExit("smtp-sink did not start")
+
+
+def build_database(folder: Path, n: int) -> Path:
+    """A fresh instance with the sample issue and n generated active subscribers (bulk insert)."""
+    from sqlalchemy import insert
+    from sqlmodel import Session
+
+    from newsletter import directory
+    from newsletter.config import load_settings, sample_config
+    from newsletter.content.issue_intake import sample_issue_path
+    from newsletter.content.issue_yaml import load_issue
+    from newsletter.db import make_engine, upgrade
+    from newsletter.issues import save_issue
+    from newsletter.models import Subscriber, SubscriberSector, SubscriberStatus
+
+    config = folder / "newsletter.toml"
+    config.write_text(sample_config(), encoding="utf-8")
+    settings = load_settings(config)
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    with Session(engine) as session:
+        directory.sync_reference(session, directory.read_reference(directory.bundled_data_dir()))
+        text = sample_issue_path().read_text(encoding="utf-8")
+        save_issue(session, load_issue(text), text)
+        people = recipients(context(), n)
+        session.execute(
+            insert(Subscriber),
+            [dict(id=r.subscriber_id, email=f"r{r.subscriber_id}@{r.embassy}.example.org", name=r.name,
+                  embassy_code=r.embassy, language=r.language, status=SubscriberStatus.ACTIVE,
+                  token_key=r.token_key) for r in people],
+        )  # fmt: skip
+        links = [
+            dict(subscriber_id=r.subscriber_id, sector_code=c) for r in people for c in r.sectors
+        ]
+        if links:
+            session.execute(insert(SubscriberSector), links)
+        session.commit()
+    engine.dispose()
+    return config
+
+
+def child_send(config: Path, port: int, concurrency: int) -> None:
+    """Run in a fresh process: send the whole campaign, print JSON with rate and peak memory."""
+    from sqlmodel import Session
+
+    from newsletter import runtime
+    from newsletter.config import load_settings
+    from newsletter.delivery.campaigns import prepare_send
+    from newsletter.delivery.engine import SendEngine
+    from newsletter.issues import get_issue
+
+    settings = load_settings(config)
+    settings.smtp.port, settings.smtp.concurrency = port, concurrency
+    settings.delivery.batch_size = 500
+    db = runtime.open_database(settings)
+    with Session(db, expire_on_commit=False) as session:
+        campaign, _ = prepare_send(session, get_issue(session, "2020-01").record)
+        ctx = runtime.issue_context(session, settings, "2020-01")
+    engine = SendEngine(db=db, context=ctx, transport=runtime.make_transport(settings, "smtp"),
+                        delivery=settings.delivery)  # fmt: skip
+    started = time.perf_counter()
+    report = asyncio.run(engine.run(campaign.id or 0))
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"sent": report.sent, "seconds": seconds, "bytes": report.bytes,
+                      "profiles": report.profiles, "peak_mib": peak_kib / 1024}))  # fmt: skip
+
+
+def run_child(config: Path, port: int, concurrency: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(config), "--port", str(port), "--concurrency", str(concurrency)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def smtp_source(port: int, count: int, size: int, sessions: int) -> float:
+    """Messages per second of Postfix's smtp-source for `count` messages of `size` bytes."""
+    started = time.perf_counter()
+    subprocess.run(
+        [shutil.which("smtp-source") or "smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(count),
+         "-f", "newsletter@newsletter.example.org", "-t", "reader@example.org", f"127.0.0.1:{port}"],
+        check=True,
+    )  # fmt: skip
+    return count / (time.perf_counter() - started)
+
+
+def naive_rate(port: int, n: int) -> float:
+    """Per recipient: Jinja2 + MJML + EmailMessage, sent over one smtplib connection."""
+    from newsletter.delivery.compose import audience_for, recipient_links
+    from newsletter.delivery.message import Envelope, build_message, message_id, serialise
+    from newsletter.render.digest import Recipient, personalise, render_digest
+    from newsletter.tailor import select_items
+
+    ctx = context()
+    s = ctx.settings
+    people = recipients(ctx, n, seed=7)
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=s.domain) as smtp:
+        for r in people:
+            selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
+            digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
+                                   links=ctx.links, env=ctx.env)  # fmt: skip
+            unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
+            filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
+            envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
+                                message_id(s.secret, 1, r.subscriber_id, s.domain),
+                                f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
+            data = serialise(
+                build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html),
+                envelope,
+            )
+            smtp.sendmail(s.sender.address, [r.email], data)
+    return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--sizes", default="20000,100000", help="list sizes for peak memory")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--naive", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", type=Path)
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    if args.child:
+        child_send(args.child, args.port, args.concurrency)
+        return
+
+    ensure_postfix_tools()
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = []
+            for i in range(args.repeats):
+                folder = Path(tmp) / f"run{i}"
+                folder.mkdir()
+                ours.append(
+                    run_child(build_database(folder, args.subscribers), port, args.concurrency)
+                )
+            ours.sort(key=lambda r: r["sent"] / r["seconds"])
+            mid = ours[len(ours) // 2]
+            rate = mid["sent"] / mid["seconds"]
+            size = int(mid["bytes"] / mid["sent"])
+            source = sorted(
+                smtp_source(port, args.subscribers, size, args.concurrency)
+                for _ in range(args.repeats)
+            )
+            source_rate = source[len(source) // 2]
+            naive = naive_rate(port, args.naive)
+            memory = {}
+            for n in (int(x) for x in args.sizes.split(",")):
+                folder = Path(tmp) / f"mem{n}"
+                folder.mkdir()
+                memory[n] = run_child(build_database(folder, n), port, args.concurrency)
+    finally:
+        sink.terminate()
+        sink.wait()
+
+    print(f"machine: {machine()}")
+    print(f"sample issue 2020-01 to {args.subscribers:,} generated subscribers, {args.concurrency} SMTP sessions, "
+          f"{mid['profiles']:.0f} profiles, mean message {size:,} bytes")  # fmt: skip
+    runs = ", ".join(f"{r['sent'] / r['seconds']:,.0f}" for r in ours)
+    print(f"ours        : {rate:8,.0f} msg/s (median of {args.repeats}: {runs})")
+    print(f"smtp-source : {source_rate:8,.0f} msg/s (same count, size, sessions; C, no rendering)")
+    print(f"ratio       : ours / smtp-source = {rate / source_rate:.2f}")
+    print(
+        f"naive       : {naive:8,.0f} msg/s ({args.naive} recipients); ours is {rate / naive:,.1f}x faster"
+    )
+    for n, r in memory.items():
+        print(
+            f"peak memory : {r['peak_mib']:6.0f} MiB at {n:,} subscribers ({r['sent'] / r['seconds']:,.0f} msg/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
