@@ -13,13 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import context, machine, median_rate, recipients  # noqa: E402
+from common import context, machine, median_rate, recipients
 
-from newsletter.delivery.compose import compose, recipient_links, tailored  # noqa: E402
-from newsletter.delivery.message import Envelope, build_message, message_id, serialise  # noqa: E402
-from newsletter.render.digest import Recipient, personalise, render_digest  # noqa: E402
-from newsletter.tailor import select_items  # noqa: E402
-from newsletter.delivery.compose import audience_for  # noqa: E402
+from newsletter.delivery.compose import audience_for, compose, recipient_links, tailored
+from newsletter.delivery.message import Envelope, build_message, message_id, serialise
+from newsletter.render.digest import Recipient, personalise, render_digest
+from newsletter.tailor import select_items
 
 
 def main() -> None:
@@ -63,9 +62,8 @@ def main() -> None:
     profiles = len({tailored(ctx, r)[1] for r in people})
     print(f"machine: {machine()}")
     print(f"sample issue 2020-01, {len(people):,} generated subscribers, {profiles:,} profiles")
-    print(
-        f"ours : {ours_rate:9,.0f} digests/s (median of {args.repeats}; runs {', '.join(f'{x:,.0f}' for x in ours_runs)})"
-    )
+    runs = ", ".join(f"{x:,.0f}" for x in ours_runs)
+    print(f"ours : {ours_rate:9,.0f} digests/s (median of {args.repeats}; runs {runs})")
     print(
         f"naive: {naive_rate:9,.0f} digests/s (median of {args.repeats}, {args.naive} recipients each)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 import newsletter
 from newsletter.errors import ConfigError
@@ -70,12 +70,12 @@ def sync_reference(session: Session, reference: Reference) -> None:
 
 
 def sectors(session: Session) -> dict[str, SectorDef]:
-    rows = session.exec(select(Sector).order_by(Sector.position, Sector.code)).all()  # type: ignore[arg-type]
+    rows = session.exec(select(Sector).order_by(col(Sector.position), Sector.code)).all()
     return {r.code: SectorDef(r.code, r.name_zh, r.name_en, tuple(r.keywords)) for r in rows}
 
 
 def embassies(session: Session) -> dict[str, EmbassyDef]:
-    rows = session.exec(select(Embassy).order_by(Embassy.code)).all()  # type: ignore[arg-type]
+    rows = session.exec(select(Embassy).order_by(Embassy.code)).all()
     return {
         r.code: EmbassyDef(
             code=r.code,

@@ -12,7 +12,8 @@ from newsletter.config import Settings
 from newsletter.db import is_initialised, make_engine
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.message import DkimKey
-from newsletter.delivery.transports import FileTransport, NullTransport, SmtpTransport, Transport
+from newsletter.delivery.smtp import SmtpTransport
+from newsletter.delivery.transports import FileTransport, NullTransport, Transport
 from newsletter.errors import ConfigError
 from newsletter.issues import get_issue
 from newsletter.render.environment import make_environment

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from sqlmodel import Session
+from typer._click import Context as ClickContext
 
 from newsletter import runtime
 from newsletter.config import Settings, load_settings
@@ -27,7 +27,8 @@ out = Console(highlight=False)
 class _Group(typer.core.TyperGroup):
     """Turns every `NewsletterError` into one line on stderr and exit status 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # typer vendors its own click: TyperGroup.invoke takes typer._click's Context, not click's.
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:

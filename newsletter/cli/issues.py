@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -82,7 +82,7 @@ def issue_list(ctx: typer.Context, config: ConfigOption = None, json_: JsonOptio
     """Imported issues."""
     settings = settings_for(ctx, config)
     with open_session(settings) as session:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"slug": r.slug, "publication": r.publication, "year": r.year, "number": r.number,
              "date": r.date.isoformat() if r.date else None, "imported_at": r.imported_at.isoformat()}
             for r in list_issues(session)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import insert, literal, update
+from sqlalchemy import CursorResult, Result, insert, literal, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from newsletter.errors import NewsletterError, NotFoundError
@@ -21,6 +23,11 @@ from newsletter.models import (
 )
 
 LEDGER_STATES = tuple(DeliveryState)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an INSERT or UPDATE touched: `Session.execute` returns a CursorResult for those."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,12 @@ def open_campaign(session: Session, issue: IssueRecord) -> tuple[Campaign, bool]
 def enqueue_active(session: Session, campaign: Campaign) -> int:
     """Add a ledger row for every active subscriber not yet in this campaign's ledger."""
     already = select(Delivery.subscriber_id).where(Delivery.campaign_id == campaign.id)
-    source = select(
+    # sqlalchemy's select: sqlmodel's is typed for at most four columns.
+    source = sa_select(
         literal(campaign.id), col(Subscriber.id), literal(DeliveryState.QUEUED.value),
         literal(0), literal(""), literal(""), literal(""), literal(utcnow()),
     ).where(
-        Subscriber.status == SubscriberStatus.ACTIVE, col(Subscriber.id).not_in(already)
+        col(Subscriber.status) == SubscriberStatus.ACTIVE, col(Subscriber.id).not_in(already)
     )  # fmt: skip
     statement = insert(Delivery).from_select(
         ["campaign_id", "subscriber_id", "state", "attempts", "profile", "message_id", "reply",
@@ -71,7 +79,7 @@ def enqueue_active(session: Session, campaign: Campaign) -> int:
     )  # fmt: skip
     result = session.execute(statement)
     session.commit()
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def mark_lost_unknown(
@@ -96,7 +104,7 @@ def mark_lost_unknown(
         )
     )  # fmt: skip
     session.commit()
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def requeue_unknown(session: Session, campaign_id: int) -> int:
@@ -109,7 +117,7 @@ def requeue_unknown(session: Session, campaign_id: int) -> int:
         .values(state=DeliveryState.QUEUED, reply="", updated_at=utcnow())
     )
     session.commit()
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 class CampaignStateError(NewsletterError, ValueError):
@@ -148,7 +156,7 @@ def cancel(session: Session, campaign: Campaign) -> int:
         .values(state=DeliveryState.SKIPPED, reply="campaign cancelled", updated_at=utcnow())
     )
     session.commit()
-    return int(result.rowcount or 0)
+    return _rowcount(result)
 
 
 def counts(session: Session, campaign_id: int) -> dict[str, int]:

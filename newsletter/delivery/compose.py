@@ -49,6 +49,7 @@ class IssueContext:
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
     prepared: BoundedCache[PreparedDigest] = field(default_factory=BoundedCache)
+    selections: BoundedCache[Selection] = field(default_factory=lambda: BoundedCache(maxsize=8192))
 
     @property
     def links(self) -> DigestLinks:
@@ -71,10 +72,19 @@ def audience_for(recipient: RecipientData, embassies: dict[str, EmbassyDef]) -> 
     )
 
 
+def selection_for(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, str]:
+    """The recipient's selection and profile key; many recipients share an audience, so cached."""
+    audience = audience_for(recipient, ctx.embassies)
+    selection = ctx.selections.get_or_render(
+        repr((sorted(audience.interests), sorted(audience.places))),
+        lambda: select_items(ctx.issue, audience),
+    )
+    return selection, profile_key(selection, recipient.language)
+
+
 def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, str, RenderedDigest]:
     """The recipient's selection, profile key and (shared, unpersonalised) rendered digest."""
-    selection = select_items(ctx.issue, audience_for(recipient, ctx.embassies))
-    key = profile_key(selection, recipient.language)
+    selection, key = selection_for(ctx, recipient)
     digest = ctx.cache.get_or_render(
         key,
         lambda: render_digest(

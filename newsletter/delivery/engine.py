@@ -7,34 +7,36 @@ import datetime as dt
 import os
 import random
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from newsletter.config import DeliverySettings
+from newsletter.delivery import ledger
 from newsletter.delivery.campaigns import counts, mark_lost_unknown
-from newsletter.delivery.compose import IssueContext, RecipientData, audience_for, compose
+from newsletter.delivery.compose import IssueContext, RecipientData, compose, selection_for
+from newsletter.delivery.ledger import Claimed, Outcome
 from newsletter.delivery.replies import Reply, Verdict, classify
 from newsletter.delivery.throttle import Throttle
 from newsletter.delivery.transports import CONNECTION_FAULT, Connection, Outgoing, Transport
 from newsletter.models import (
     Campaign,
     CampaignState,
-    Delivery,
     DeliveryState,
     Subscriber,
     SubscriberStatus,
     utcnow,
 )
 from newsletter.subscriptions.store import sectors_of, set_status
-from newsletter.tailor import profile_key, select_items
 
 Progress = Callable[[int], None]
-# This many 421 replies in one batch means the server is shedding us: pause, don't hammer it.
+# This many 421 replies in one window means the server is shedding us: pause, don't hammer it.
 BURST_421 = 3
 
 
@@ -59,7 +61,7 @@ class RetryPolicy:
 
     def next_attempt(self, attempts: int, now: dt.datetime, rng: random.Random) -> dt.datetime:
         """Exponential backoff with jitter in [0.5, 1.5) of the step, so retries spread out."""
-        step = min(self.base * (2 ** max(attempts - 1, 0)), self.cap)
+        step: dt.timedelta = min(self.base * (2 ** max(attempts - 1, 0)), self.cap)
         return now + step * (0.5 + rng.random())
 
     def gives_up(self, attempts: int, first: dt.datetime | None, now: dt.datetime) -> bool:
@@ -93,15 +95,32 @@ class SendReport:
 
 @dataclass(frozen=True)
 class _Job:
-    delivery_id: int
-    subscriber_id: int
+    row: Claimed
     outgoing: Outgoing | None  # None: skip (no longer active)
     profile: str = ""
     message_id: str = ""
 
 
+def pause_reason(replies: Sequence[Reply]) -> str:
+    """Why a window's replies mean the fault is ours or the server's, not the recipients' ('' if not)."""
+    ours = next((r for r in replies if classify(r) is Verdict.PAUSE), None)
+    if ours is not None:
+        return str(ours)
+    if sum(1 for r in replies if r.code == 421) >= BURST_421:
+        return "the server keeps answering 421 (too busy or rate limited); resume later"
+    if replies and all(r.code == CONNECTION_FAULT for r in replies):
+        return f"cannot reach the SMTP server: {replies[0].text}"
+    return ""
+
+
 class SendEngine:
-    """Sends one campaign's due rows; safe to run beside other engines on PostgreSQL."""
+    """Sends one campaign's due rows; safe to run beside other engines on PostgreSQL.
+
+    Batches are claimed (leased) and composed on a ledger thread while the previous batch is on
+    the wire. A batch goes out in windows of `concurrency` messages: each window's rows are marked
+    `sending` in the same commit that records the previous window, so a crash leaves at most one
+    window `unknown`.
+    """
 
     def __init__(
         self,
@@ -130,38 +149,22 @@ class SendEngine:
         self.stop = stop or asyncio.Event()
         self.worker = worker or worker_name()
         self.connections: list[Connection] = []
+        self.paused = ""
+        self._bounces: list[
+            tuple[int, str]
+        ] = []  # (subscriber, reply) to mark bounced at the next write
 
     async def run(self, campaign_id: int) -> SendReport:
+        # SMTP sessions wait on the GIL after every reply while the ledger thread composes; the
+        # default 5 ms switch interval would add up to 5 ms per round trip, four per message.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         started = time.perf_counter()
         report = SendReport(campaign=campaign_id)
         renders_before = self.ctx.cache.renders
-        sqlite = self.db.dialect.name == "sqlite"
         with Session(self.db, expire_on_commit=False) as session:
-            report.recovered_unknown = mark_lost_unknown(
-                session, campaign_id, now=self.clock(), everyone=sqlite
-            )
-            self._skip_missed(session, campaign_id, report)
-            self._plan_profiles(session, campaign_id)
-            self._set_state(
-                session, campaign_id, CampaignState.SENDING, "", only_from=CampaignState.READY
-            )
+            self._start(session, campaign_id, report)
         try:
-            while not self.stop.is_set():
-                with Session(self.db, expire_on_commit=False) as session:
-                    campaign = session.get(Campaign, campaign_id)
-                    if campaign is None or campaign.state != CampaignState.SENDING:
-                        break
-                    batch = self._claim(session, campaign_id)
-                    if not batch:
-                        break
-                    jobs = self._prepare(session, campaign_id, batch)
-                replies = await self._send_all(jobs)
-                with Session(self.db, expire_on_commit=False) as session:
-                    paused = self._record(session, campaign_id, jobs, replies, report)
-                if self.progress:
-                    self.progress(len(replies) + sum(1 for j in jobs if j.outgoing is None))
-                if paused:
-                    break
+            await self._pipeline(campaign_id, report)
         finally:
             await self._close()
         with Session(self.db, expire_on_commit=False) as session:
@@ -170,97 +173,58 @@ class SendEngine:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _due(self, campaign_id: int, now: dt.datetime) -> object:
-        waiting = (col(Delivery.state) == DeliveryState.QUEUED) | (
-            (col(Delivery.state) == DeliveryState.RETRY) & (col(Delivery.next_attempt_at) <= now)
-        )
-        in_window = (col(Delivery.not_before).is_(None) | (col(Delivery.not_before) <= now)) & (
-            col(Delivery.not_after).is_(None) | (col(Delivery.not_after) > now)
-        )
-        return (col(Delivery.campaign_id) == campaign_id) & waiting & in_window
-
-    def _skip_missed(self, session: Session, campaign_id: int, report: SendReport) -> None:
-        """Rows whose send window closed while nobody was sending: missed, never sent late."""
+    def _start(self, session: Session, campaign_id: int, report: SendReport) -> None:
         now = self.clock()
-        result = session.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.campaign_id) == campaign_id,
-                col(Delivery.state).in_([DeliveryState.QUEUED, DeliveryState.RETRY]),
-                col(Delivery.not_after) <= now,
-            )
-            .values(state=DeliveryState.SKIPPED, reply="missed: send window closed", updated_at=now)
-        )
-        session.commit()
-        report.skipped += int(result.rowcount or 0)
-
-    def _plan_profiles(self, session: Session, campaign_id: int, chunk: int = 2000) -> None:
-        """Note each unsent row's profile, so claims come grouped by profile.
-
-        Rows of one profile then go out together and the bounded profile caches stay small,
-        whatever the number of profiles: memory stays flat as the list grows. The profile is
-        computed again at send time, so a subscriber who changed sectors meanwhile is still right.
-        """
-        after = 0
-        while True:
-            rows = session.exec(
-                select(Delivery.id, Subscriber.id, Subscriber.language, Subscriber.embassy_code)
-                .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
-                .where(
-                    col(Delivery.campaign_id) == campaign_id,
-                    col(Delivery.profile) == "",
-                    col(Delivery.state).in_([DeliveryState.QUEUED, DeliveryState.RETRY]),
-                    col(Delivery.id) > after,
-                )
-                .order_by(col(Delivery.id))
-                .limit(chunk)
-            ).all()
-            if not rows:
-                return
-            sectors = sectors_of(session, [sid for _, sid, _, _ in rows if sid is not None])
-            updates = []
-            for delivery_id, subscriber_id, language, embassy in rows:
-                recipient = RecipientData(
-                    subscriber_id or 0,
-                    "",
-                    "",
-                    language,
-                    embassy,
-                    sectors.get(subscriber_id or 0, ()),
-                    "",
-                )
-                selection = select_items(
-                    self.ctx.issue, audience_for(recipient, self.ctx.embassies)
-                )
-                updates.append({"id": delivery_id, "profile": profile_key(selection, language)})
-            session.execute(update(Delivery), updates)
+        sqlite = self.db.dialect.name == "sqlite"
+        # SQLite: the sender lock proves no other sender lives, so every claim is stale.
+        report.recovered_unknown = mark_lost_unknown(session, campaign_id, now=now, everyone=sqlite)
+        if sqlite:
+            ledger.release_leases(session, campaign_id)
+        report.skipped += ledger.skip_missed(session, campaign_id, now)
+        ledger.plan_profiles(session, campaign_id, self._profile_of)
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is not None and campaign.state == CampaignState.READY:
+            campaign.state, campaign.started_at = CampaignState.SENDING, campaign.started_at or now
+            session.add(campaign)
             session.commit()
-            after = int(rows[-1][0] or 0)
 
-    def _claim(self, session: Session, campaign_id: int) -> list[Delivery]:
-        now = self.clock()
-        rows = list(
-            session.exec(
-                select(Delivery)
-                .where(self._due(campaign_id, now))
-                .order_by(col(Delivery.profile), col(Delivery.id))
-                .limit(self.batch_size)
-                # PostgreSQL: workers skip each other's rows; SQLite ignores it (one worker).
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for row in rows:
-            row.state, row.worker, row.lease_until = (
-                DeliveryState.SENDING,
-                self.worker,
-                now + self.lease,
-            )
-            row.updated_at = now
-            session.add(row)
-        session.commit()
-        return rows
+    def _profile_of(
+        self, subscriber_id: int, language: str, embassy: str, sectors: tuple[str, ...]
+    ) -> str:
+        return selection_for(
+            self.ctx, RecipientData(subscriber_id, "", "", language, embassy, sectors, "")
+        )[1]
 
-    def _prepare(self, session: Session, campaign_id: int, batch: Sequence[Delivery]) -> list[_Job]:
+    async def _pipeline(self, campaign_id: int, report: SendReport) -> None:
+        """Claim and compose the next batch (ledger thread) while the current one is on the wire."""
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger") as ledger_thread:
+            jobs = await loop.run_in_executor(ledger_thread, self._claim_and_prepare, campaign_id)
+            while jobs:
+                sending = asyncio.ensure_future(self._send_batch(campaign_id, jobs, report))
+                following: list[_Job] = []
+                if not self.stop.is_set():
+                    following = await loop.run_in_executor(
+                        ledger_thread, self._claim_and_prepare, campaign_id
+                    )
+                await sending
+                if self.paused or self.stop.is_set():
+                    await loop.run_in_executor(ledger_thread, self._release, following)
+                    break
+                jobs = following
+
+    def _claim_and_prepare(self, campaign_id: int) -> list[_Job]:
+        with Session(self.db, expire_on_commit=False) as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None or campaign.state != CampaignState.SENDING:
+                return []
+            claimed = ledger.claim(
+                session, campaign_id, now=self.clock(), limit=self.batch_size, worker=self.worker,
+                lease=self.lease,
+            )  # fmt: skip
+            return self._prepare(session, campaign_id, claimed) if claimed else []
+
+    def _prepare(self, session: Session, campaign_id: int, batch: Sequence[Claimed]) -> list[_Job]:
         ids = [row.subscriber_id for row in batch]
         subscribers = {
             s.id: s for s in session.exec(select(Subscriber).where(col(Subscriber.id).in_(ids)))
@@ -269,10 +233,9 @@ class SendEngine:
         preview = self.transport.name == "file"
         jobs: list[_Job] = []
         for row in batch:
-            assert row.id is not None
             sub = subscribers.get(row.subscriber_id)
             if sub is None or sub.status != SubscriberStatus.ACTIVE:
-                jobs.append(_Job(row.id, row.subscriber_id, None))
+                jobs.append(_Job(row, None))
                 continue
             recipient = RecipientData(
                 subscriber_id=row.subscriber_id, email=sub.email, name=sub.name,
@@ -280,138 +243,113 @@ class SendEngine:
                 sectors=sectors.get(row.subscriber_id, ()), token_key=sub.token_key,
             )  # fmt: skip
             composed = compose(self.ctx, recipient, campaign_id=campaign_id, preview=preview)
-            jobs.append(
-                _Job(
-                    row.id,
-                    row.subscriber_id,
-                    composed.outgoing,
-                    composed.profile,
-                    composed.message_id,
-                )
-            )
+            jobs.append(_Job(row, composed.outgoing, composed.profile, composed.message_id))
         return jobs
 
-    async def _send_all(self, jobs: Sequence[_Job]) -> dict[int, Reply]:
-        """Send over up to `max_connections` connections; after `stop`, start nothing new."""
-        queue: asyncio.Queue[_Job] = asyncio.Queue()
-        for job in jobs:
-            if job.outgoing is not None:
-                queue.put_nowait(job)
-        replies: dict[int, Reply] = {}
-        wanted = min(self.transport.max_connections, queue.qsize())
-        while len(self.connections) < wanted:
+    def _release(self, jobs: Sequence[_Job]) -> None:
+        with Session(self.db) as session:
+            ledger.release(session, [j.row.delivery_id for j in jobs], self.clock())
+
+    async def _send_batch(self, campaign_id: int, jobs: Sequence[_Job], report: SendReport) -> None:
+        """Send a batch window by window; one commit per window records the last and marks the next."""
+        loop = asyncio.get_running_loop()
+        gone = "subscriber no longer active"
+        skipped = [
+            Outcome(j.row.delivery_id, DeliveryState.SKIPPED, gone)
+            for j in jobs
+            if j.outgoing is None
+        ]
+        report.skipped += len(skipped)
+        if skipped and self.progress:
+            self.progress(len(skipped))
+        todo = [j for j in jobs if j.outgoing is not None]
+        width = max(1, self.transport.max_connections)
+        while len(self.connections) < min(width, len(todo)):
             self.connections.append(await self.transport.connect())
+        pending: list[Outcome] = skipped
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wire-ledger") as wire:
+            for start in range(0, len(todo), width):
+                window = todo[start : start + width]
+                if self.stop.is_set() or self.paused:
+                    await loop.run_in_executor(wire, self._write, campaign_id, pending, [])
+                    await loop.run_in_executor(wire, self._release, todo[start:])
+                    pending = []
+                    break
+                ids = [j.row.delivery_id for j in window]
+                await loop.run_in_executor(wire, self._write, campaign_id, pending, ids)
+                replies = await asyncio.gather(
+                    *(self._send_one(c, j) for c, j in zip(self.connections, window, strict=False))
+                )
+                pending = self._outcomes(window, replies, report)
+                if self.progress:
+                    self.progress(len(window))
+            if pending:
+                await loop.run_in_executor(wire, self._write, campaign_id, pending, [])
 
-        async def worker(connection: Connection) -> None:
-            while not queue.empty() and not self.stop.is_set():
-                job = queue.get_nowait()
-                assert job.outgoing is not None
-                await self.throttle.acquire(job.outgoing.rcpt)
-                replies[job.delivery_id] = await connection.send(job.outgoing)
+    async def _send_one(self, connection: Connection, job: _Job) -> Reply:
+        assert job.outgoing is not None
+        await self.throttle.acquire(job.outgoing.rcpt)
+        return await connection.send(job.outgoing)
 
-        await asyncio.gather(*(worker(c) for c in self.connections[:wanted]))
-        return replies
-
-    def _pause_reason(self, replies: dict[int, Reply]) -> str:
-        verdicts = [(r, classify(r)) for r in replies.values()]
-        ours = next((r for r, v in verdicts if v is Verdict.PAUSE), None)
-        if ours is not None:
-            return str(ours)
-        if sum(1 for r in replies.values() if r.code == 421) >= BURST_421:
-            return "the server keeps answering 421 (too busy or rate limited); resume later"
-        if replies and all(r.code == CONNECTION_FAULT for r in replies.values()):
-            return f"cannot reach the SMTP server: {next(iter(replies.values())).text}"
-        return ""
-
-    def _record(
-        self,
-        session: Session,
-        campaign_id: int,
-        jobs: Sequence[_Job],
-        replies: dict[int, Reply],
-        report: SendReport,
-    ) -> bool:
-        """Write every outcome of a batch in one transaction; True when the campaign must pause."""
+    def _outcomes(
+        self, window: Sequence[_Job], replies: Sequence[Reply], report: SendReport
+    ) -> list[Outcome]:
         now = self.clock()
-        pause_reason = self._pause_reason(replies)
-        ids = [j.delivery_id for j in jobs]
-        rows = {r.id: r for r in session.exec(select(Delivery).where(col(Delivery.id).in_(ids)))}
-        for job in jobs:
-            row = rows[job.delivery_id]
-            row.updated_at, row.worker, row.lease_until = now, "", None
-            row.profile, row.message_id = job.profile, job.message_id
-            reply = replies.get(job.delivery_id)
-            if job.outgoing is None:
-                row.state, row.reply = DeliveryState.SKIPPED, "subscriber no longer active"
-                report.skipped += 1
-            elif reply is None:
-                # Stopped before this one was sent: hand it back untouched.
-                row.state = DeliveryState.QUEUED
-            elif pause_reason and classify(reply) is not Verdict.SENT:
-                # The fault is ours or the server's, not the recipient's: no attempt is counted.
-                row.state, row.reply = DeliveryState.QUEUED, str(reply)[:500]
-            else:
-                self._apply(session, row, job, reply, now, report)
-            session.add(row)
-        if pause_reason:
-            self._set_state(session, campaign_id, CampaignState.PAUSED, pause_reason, commit=False)
-        session.commit()
-        return bool(pause_reason)
+        reason = pause_reason(replies)
+        if reason:
+            self.paused = reason
+        outcomes = []
+        for job, reply in zip(window, replies, strict=True):
+            report.replies[reply.code] += 1
+            outcome = self._outcome(job, reply, now, pausing=bool(reason))
+            outcomes.append(outcome)
+            if outcome.state == DeliveryState.SENT:
+                report.sent += 1
+                report.bytes += len(job.outgoing.data) if job.outgoing else 0
+            elif outcome.state == DeliveryState.FAILED:
+                report.failed += 1
+                if classify(reply) is Verdict.BOUNCE:
+                    self._bounces.append((job.row.subscriber_id, str(reply)[:300]))
+        return outcomes
 
-    def _apply(
-        self,
-        session: Session,
-        row: Delivery,
-        job: _Job,
-        reply: Reply,
-        now: dt.datetime,
-        report: SendReport,
-    ) -> None:
+    def _outcome(self, job: _Job, reply: Reply, now: dt.datetime, *, pausing: bool) -> Outcome:
+        row = job.row
+        untouched = Outcome(
+            row.delivery_id, DeliveryState.QUEUED, str(reply)[:500], row.attempts, row.first_attempt_at,
+            profile=job.profile, message_id=job.message_id,
+        )  # fmt: skip
         verdict = classify(reply)
-        report.replies[reply.code] += 1
-        row.attempts += 1
-        row.first_attempt_at = row.first_attempt_at or now
-        row.reply = str(reply)[:500]
+        if pausing and verdict is not Verdict.SENT:
+            # The fault is ours or the server's, not the recipient's: no attempt is counted.
+            return untouched
+        tried = replace(
+            untouched, attempts=row.attempts + 1, first_attempt_at=row.first_attempt_at or now
+        )
         if verdict is Verdict.SENT:
-            assert job.outgoing is not None
-            row.state, row.sent_at = DeliveryState.SENT, now
-            report.sent += 1
-            report.bytes += len(job.outgoing.data)
-        elif verdict is Verdict.RETRY and not self.retry.gives_up(
-            row.attempts, row.first_attempt_at, now
+            return replace(tried, state=DeliveryState.SENT, sent_at=now)
+        if verdict is Verdict.RETRY and not self.retry.gives_up(
+            tried.attempts, tried.first_attempt_at, now
         ):
-            row.state = DeliveryState.RETRY
-            row.next_attempt_at = self.retry.next_attempt(row.attempts, now, self.rng)
-        else:
-            row.state = DeliveryState.FAILED
-            report.failed += 1
-            subscriber = session.get(Subscriber, job.subscriber_id)
-            if verdict is Verdict.BOUNCE and subscriber is not None:
-                set_status(
-                    session, subscriber, SubscriberStatus.BOUNCED,
-                    actor="smtp", via="bounce", detail=str(reply)[:300],
-                )  # fmt: skip
+            later = self.retry.next_attempt(tried.attempts, now, self.rng)
+            return replace(tried, state=DeliveryState.RETRY, next_attempt_at=later)
+        return replace(tried, state=DeliveryState.FAILED)
 
-    def _set_state(
-        self,
-        session: Session,
-        campaign_id: int,
-        state: CampaignState,
-        reason: str,
-        *,
-        commit: bool = True,
-        only_from: CampaignState | None = None,
-    ) -> None:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None or campaign.state == CampaignState.CANCELLED:
-            return
-        if only_from is not None and campaign.state != only_from:
-            return
-        campaign.state, campaign.reason = state, reason
-        if state == CampaignState.SENDING and campaign.started_at is None:
-            campaign.started_at = self.clock()
-        session.add(campaign)
-        if commit:
+    def _write(self, campaign_id: int, outcomes: Sequence[Outcome], sending: Sequence[int]) -> None:
+        with Session(self.db, expire_on_commit=False) as session:
+            ledger.write(
+                session, outcomes=outcomes, sending=sending, now=self.clock(), commit=False
+            )
+            bounces, self._bounces = self._bounces, []
+            for subscriber_id, detail in bounces:
+                subscriber = session.get(Subscriber, subscriber_id)
+                if subscriber is not None:
+                    set_status(session, subscriber, SubscriberStatus.BOUNCED, actor="smtp", via="bounce",
+                               detail=detail)  # fmt: skip
+            if self.paused:
+                campaign = session.get(Campaign, campaign_id)
+                if campaign is not None and campaign.state == CampaignState.SENDING:
+                    campaign.state, campaign.reason = CampaignState.PAUSED, self.paused
+                    session.add(campaign)
             session.commit()
 
     def _finish(self, session: Session, campaign_id: int, report: SendReport) -> None:

@@ -100,10 +100,10 @@ def verify_headers(data: bytes, envelope: Envelope) -> None:
     # address; parse what we wrote and insist on exactly one recipient, the right one.
     parsed = BytesHeaderParser(policy=policy.default).parsebytes(data)
     to = parsed["To"]
-    addresses = getattr(to, "addresses", ())
+    addresses: tuple[Address, ...] = getattr(to, "addresses", ())
     if len(addresses) != 1 or addresses[0].addr_spec.lower() != envelope.to_address.lower():
         raise HeaderInjectionError("To")
-    sender = getattr(parsed["From"], "addresses", ())
+    sender: tuple[Address, ...] = getattr(parsed["From"], "addresses", ())
     if len(sender) != 1 or sender[0].addr_spec.lower() != envelope.from_address.lower():
         raise HeaderInjectionError("From")
     if parsed["Message-ID"] != envelope.message_id:

@@ -85,7 +85,7 @@ class RecordingHandler:
         return "250 Message accepted"
 
 
-class LoopbackController(Controller):  # type: ignore[misc]
+class LoopbackController(Controller):
     """aiosmtpd's Controller on port 0 (a free port): its own `_trigger_server` would dial port 0.
 
     Learn the bound port first (aiosmtpd issues #276, #388); aiosmtpd is pinned for this reason.
@@ -95,11 +95,15 @@ class LoopbackController(Controller):  # type: ignore[misc]
         # The sink listens on loopback only; AUTH without TLS there is a deliberate test setup.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
-            return super().factory()
+            # aiosmtpd leaves Controller.factory unannotated.
+            smtp: SMTP = super().factory()  # type: ignore[no-untyped-call]
+            return smtp
 
     def _trigger_server(self) -> None:
+        # `server` is declared as an AbstractServer; loop.create_server made an asyncio.Server.
+        assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
 
 
 def start_sink(

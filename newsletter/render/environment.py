@@ -47,6 +47,9 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Templates do not change under a running process; checking their mtime on every
+        # render was a tenth of a send's time.
+        auto_reload=False,
     )
 
 
