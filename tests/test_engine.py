@@ -304,7 +304,7 @@ def test_kill_9_mid_send_then_send_again_reaches_everyone_once(
         assert max(counts.values()) == 1  # nobody twice
         rows = _rows(instance.settings)
         unknown = {e for e, r in rows.items() if r.state == DeliveryState.UNKNOWN}
-        assert len(unknown) <= 4 + 8  # at most what was claimed at the kill
+        assert len(unknown) <= 4  # at most one window (concurrency) was on the wire at the kill
         assert json.loads(again.stdout)["unknown"] == len(unknown)
         assert set(counts) | unknown == set(people)  # nobody lost
 
