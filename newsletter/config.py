@@ -69,6 +69,13 @@ class ScheduleSettings(BaseModel):
     lock_retry_seconds: float = Field(default=5.0, gt=0)
 
 
+class WebSettings(BaseModel):
+    # Subscribe-form limits, counted per process before any write or mail is sent.
+    subscribe_per_ip: int = Field(default=20, ge=1)
+    subscribe_per_address: int = Field(default=3, ge=1)
+    window_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every option, with the default `newsletter init` writes into the sample file."""
 
@@ -89,6 +96,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
     delivery: DeliverySettings = DeliverySettings()
+    web: WebSettings = WebSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     # Where relative paths in the file are resolved: the folder holding the config file.
     base_dir: str = "."
@@ -167,8 +175,9 @@ def sample_config(*, database_url: str = "sqlite:///newsletter.db") -> str:
 
 # SQLite file (relative to this file) or postgresql+psycopg://user@host/dbname
 database_url = "{database_url}"
-# Signs unsubscribe, preferences and confirmation links. Keep it secret; changing it
-# invalidates every link already sent.
+# Signs unsubscribe, preferences and confirmation links, and keys the hashes of erased
+# addresses. Keep it secret; changing it invalidates every link already sent and makes the
+# suppression list forget who asked to be erased.
 secret_key = "{secrets.token_urlsafe(48)}"
 # Public address of the web pages (unsubscribe, preferences, archive).
 base_url = "http://127.0.0.1:8000"
@@ -207,6 +216,13 @@ validate_certs = true
 domain = ""
 selector = ""
 key_file = ""
+
+[web]
+# Subscribe form: posts per client address, and confirmation mails per subscriber address,
+# within window_seconds; checked before anything is written or mailed.
+subscribe_per_ip = 20
+subscribe_per_address = 3
+window_seconds = 3600
 
 [delivery]
 # Messages per second over all connections (0: unlimited), and per recipient domain.

@@ -171,10 +171,6 @@ class Daemon:
         while not self.stop.is_set():
             handled = await worker.round()
             if not handled:
-                # The worker caches each issue's rendering context; in a daemon that lives for
-                # weeks, an issue re-imported (corrected) before its scheduled send must not go
-                # out in its old form. Idle is the moment to forget them.
-                worker.contexts.clear()
                 await self._nap(self.settings.delivery.poll_seconds)
 
     def reported(self, report: SendReport) -> None:

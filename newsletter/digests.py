@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from newsletter import directory
 from newsletter.content.model import Item
-from newsletter.delivery.campaigns import open_campaign
+from newsletter.delivery.campaigns import RESCHEDULABLE, open_campaign
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.models import (
     Campaign,
@@ -32,7 +32,6 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.plans import RESCHEDULABLE
 from newsletter.subscriptions.store import sectors_of
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef

@@ -80,3 +80,18 @@ def list_issues(session: Session) -> list[IssueRecord]:
     return list(
         session.exec(select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number)))
     )
+
+
+def published_issues(session: Session) -> list[IssueRecord]:
+    """Issues sent to at least one subscriber, newest first; drafts stay private until then."""
+    sent = (
+        select(Campaign.issue_id)
+        .join(Delivery, col(Delivery.campaign_id) == col(Campaign.id))
+        .where(Delivery.state == DeliveryState.SENT)
+    )
+    query = (
+        select(IssueRecord)
+        .where(col(IssueRecord.id).in_(sent))
+        .order_by(col(IssueRecord.year).desc(), col(IssueRecord.number).desc())
+    )
+    return list(session.exec(query).all())

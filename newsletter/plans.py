@@ -11,7 +11,14 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Result, delete, insert, update
 from sqlmodel import Session, col, func, select
 
-from newsletter.delivery.campaigns import CampaignPausedError, enqueue_active, open_campaign
+from newsletter.delivery.campaigns import (
+    CANCELLED_REPLY,
+    MISSED_REPLY,
+    CampaignPausedError,
+    enqueue_active,
+    open_campaign,
+    take_back_unsent,
+)
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.models import (
     Campaign,
@@ -29,10 +36,6 @@ from newsletter.planning import Mission, Slot, in_local_time
 from newsletter.taxonomy import WORKING_WEEKS
 
 # The engine writes the same text when it skips a row whose window closed.
-MISSED_REPLY = "missed: send window closed"
-CANCELLED_REPLY = "schedule cancelled"
-# Rows skipped for these reasons were never sent: scheduling the issue again takes them back.
-RESCHEDULABLE = (MISSED_REPLY, CANCELLED_REPLY)
 _WAITING = (DeliveryState.QUEUED, DeliveryState.RETRY)
 _LIVE = (DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING)
 
@@ -95,16 +98,7 @@ def prepare_campaign(session: Session, issue: IssueRecord) -> Campaign:
         raise AlreadyScheduledError(issue.slug, planned)
     if campaign.state == CampaignState.SENDING and _live_rows(session, campaign.id):
         raise CampaignBusyError(issue.slug, campaign.id)
-    session.execute(
-        update(Delivery)
-        .where(
-            col(Delivery.campaign_id) == campaign.id,
-            col(Delivery.state) == DeliveryState.SKIPPED,
-            col(Delivery.reply).in_(RESCHEDULABLE),
-        )
-        .values(state=DeliveryState.QUEUED, reply="", not_before=None, not_after=None)
-    )
-    session.commit()
+    take_back_unsent(session, campaign.id)
     # The campaign is not `sending`, so no worker takes these rows before their window is set.
     enqueue_active(session, campaign)
     return campaign

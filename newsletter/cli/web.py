@@ -19,19 +19,26 @@ def serve(
         int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")
     ] = 8000,
     subscribe_per_ip: Annotated[
-        int, typer.Option("--subscribe-per-ip", min=1, help="Subscribe posts per IP per hour.")
-    ] = WebLimits.subscribe_per_ip,
+        int | None,
+        typer.Option(
+            "--subscribe-per-ip", min=1, help="Subscribe posts per IP per window ([web])."
+        ),
+    ] = None,
     subscribe_per_address: Annotated[
-        int,
-        typer.Option("--subscribe-per-address", min=1, help="Mails to one address per hour."),
-    ] = WebLimits.subscribe_per_address,
+        int | None,
+        typer.Option(
+            "--subscribe-per-address", min=1, help="Mails to one address per window ([web])."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve the subscriber pages; `base_url` in the config is the address readers see."""
     settings = settings_for(ctx, config)
-    limits = WebLimits(
-        subscribe_per_ip=subscribe_per_ip, subscribe_per_address=subscribe_per_address
-    )
+    if subscribe_per_ip:
+        settings.web.subscribe_per_ip = subscribe_per_ip
+    if subscribe_per_address:
+        settings.web.subscribe_per_address = subscribe_per_address
+    limits = WebLimits.from_settings(settings)
     application = create_app(settings, limits=limits)
     err.print(f"serving {settings.base_url} on http://{host}:{port}", markup=False)
     # proxy_headers: behind a local reverse proxy the client address (for the per-IP limit)

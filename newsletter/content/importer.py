@@ -36,7 +36,7 @@ __all__ = [
     "BinaryTextError",
     "Conversion",
     "EmptyTextError",
-    "ImportWarning",
+    "ConversionWarning",
     "NotAnIssueError",
     "TextImportError",
     "UndecodableTextError",
@@ -55,7 +55,7 @@ class NotAnIssueError(TextImportError):
 
 
 @dataclass(frozen=True)
-class ImportWarning:
+class ConversionWarning:
     """Something the importer guessed or found odd; `line` is a line of the input text."""
 
     line: int
@@ -70,7 +70,7 @@ class Conversion:
     """An imported issue, what to check in it, and the comments its YAML carries for review."""
 
     issue: Issue
-    warnings: tuple[ImportWarning, ...]
+    warnings: tuple[ConversionWarning, ...]
     comments: IssueComments
 
     @property
@@ -129,9 +129,9 @@ def _assemble(
     header = _header(source, dated=head.date is not None)
     comments = IssueComments(header=header + [f"check: line {n}: {m}" for n, m in general])
     items = [_item(draft, item_id, toc, taxonomy, comments) for draft, item_id in _ids(drafts)]
-    warnings = [ImportWarning(line, message) for line, message in general]
+    warnings = [ConversionWarning(line, message) for line, message in general]
     for draft in drafts:
-        warnings.extend(ImportWarning(line, message) for line, message in _notes(draft))
+        warnings.extend(ConversionWarning(line, message) for line, message in _notes(draft))
     issue = Issue(
         publication=head.publication,
         title_en=head.title_en,

@@ -199,6 +199,27 @@ class CampaignPausedError(NewsletterError, RuntimeError):
         )
 
 
+MISSED_REPLY = "missed: send window closed"
+CANCELLED_REPLY = "schedule cancelled"
+# Rows skipped for these reasons were never sent: sending or scheduling again takes them back.
+RESCHEDULABLE = (MISSED_REPLY, CANCELLED_REPLY)
+
+
+def take_back_unsent(session: Session, campaign_id: int) -> int:
+    """Rows a missed or cancelled schedule skipped wait again, with no send window."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.campaign_id) == campaign_id,
+            col(Delivery.state) == DeliveryState.SKIPPED,
+            col(Delivery.reply).in_(RESCHEDULABLE),
+        )
+        .values(state=DeliveryState.QUEUED, reply="", not_before=None, not_after=None)
+    )
+    session.commit()
+    return _rowcount(result)
+
+
 def prepare_send(
     session: Session, issue: IssueRecord, *, resend_unknown: bool = False
 ) -> tuple[Campaign, int]:
@@ -206,6 +227,8 @@ def prepare_send(
     campaign, _ = open_campaign(session, issue)
     if campaign.state == CampaignState.PAUSED:
         raise CampaignPausedError(campaign)
+    # `send` means now: rows a missed or cancelled schedule left behind go too.
+    take_back_unsent(session, campaign.id or 0)
     added = enqueue_active(session, campaign)
     if resend_unknown:
         requeue_unknown(session, campaign.id or 0)

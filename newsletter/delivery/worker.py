@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable
 
 from sqlalchemy import Engine, exists
@@ -55,12 +56,17 @@ class Worker:
         self.stop = stop or asyncio.Event()
         self.on_report = on_report
         self.name = worker_name()
-        self.contexts: dict[str, IssueContext] = {}
+        # Keyed by the issue's text too: an issue corrected after it was scheduled (possible until
+        # its first message is sent) must not go out in its old form from a long-running worker.
+        self.contexts: dict[tuple[str, str], IssueContext] = {}
 
     def _context(self, session: Session, slug: str) -> IssueContext:
-        if slug not in self.contexts:
-            self.contexts[slug] = runtime.issue_context(session, self.settings, slug)
-        return self.contexts[slug]
+        record = session.exec(select(IssueRecord).where(IssueRecord.slug == slug)).one()
+        key = (slug, hashlib.blake2b(record.source_yaml.encode(), digest_size=16).hexdigest())
+        if key not in self.contexts:
+            self.contexts = {k: v for k, v in self.contexts.items() if k[0] != slug}
+            self.contexts[key] = runtime.issue_context(session, self.settings, slug)
+        return self.contexts[key]
 
     async def round(self) -> int:
         """Send every campaign's due rows once; the number of messages handled."""

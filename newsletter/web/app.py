@@ -39,7 +39,7 @@ def create_app(
     engine = runtime.open_database(settings)
     context = WebContext(
         settings=settings, engine=engine, env=make_environment(runtime.templates_dir(settings)),
-        transport=sender, dkim=dkim, limits=limits or WebLimits(),
+        transport=sender, dkim=dkim, limits=limits or WebLimits.from_settings(settings),
         csrf=CsrfGuard(secret, settings.base_url), clock=clock,
     )  # fmt: skip
 

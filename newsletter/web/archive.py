@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter import directory
 from newsletter.errors import NotFoundError
-from newsletter.issues import get_issue
-from newsletter.models import Campaign, Delivery, DeliveryState, IssueRecord
+from newsletter.issues import get_issue, published_issues
 from newsletter.render.digest import DigestLinks
 from newsletter.render.labels import chrome_for
 from newsletter.render.web import render_issue_page
@@ -17,21 +16,6 @@ from newsletter.subscriptions.lists import LANGUAGES
 from newsletter.web.context import Db, Web, WebContext, page
 
 router = APIRouter()
-
-
-def published_issues(session: Session) -> list[IssueRecord]:
-    """Issues sent to at least one subscriber, newest first; drafts stay private until then."""
-    sent = (
-        select(Campaign.issue_id)
-        .join(Delivery, col(Delivery.campaign_id) == col(Campaign.id))
-        .where(Delivery.state == DeliveryState.SENT)
-    )
-    query = (
-        select(IssueRecord)
-        .where(col(IssueRecord.id).in_(sent))
-        .order_by(col(IssueRecord.year).desc(), col(IssueRecord.number).desc())
-    )
-    return list(session.exec(query).all())
 
 
 def _issue_html(web: WebContext, db: Session, slug: str, language: str) -> str:

@@ -36,6 +36,11 @@ class WebLimits:
     subscribe_per_address: int = 3
     window_seconds: float = 3600.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebLimits:
+        web = settings.web
+        return cls(web.subscribe_per_ip, web.subscribe_per_address, web.window_seconds)
+
 
 @dataclass
 class WebContext:
