@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlmodel import Session, col, select
@@ -52,20 +52,13 @@ def sync_reference(session: Session, reference: Reference) -> None:
             )
         )
     for e in reference.embassies:
-        session.merge(
-            Embassy(
-                code=e.code,
-                kind=e.kind,
-                name_zh=e.name_zh,
-                name_en=e.name_en,
-                country=e.country,
-                city=e.city,
-                timezone=e.timezone,
-                working_week=e.working_week,
-                regions=list(e.regions),
-                default_sectors=list(e.default_sectors),
-            )
-        )
+        # The table and the value share their field names; only the sequence types differ.
+        fields = {
+            **asdict(e),
+            "regions": list(e.regions),
+            "default_sectors": list(e.default_sectors),
+        }
+        session.merge(Embassy(**fields))
     session.commit()
 
 
@@ -78,16 +71,11 @@ def embassies(session: Session) -> dict[str, EmbassyDef]:
     rows = session.exec(select(Embassy).order_by(Embassy.code)).all()
     return {
         r.code: EmbassyDef(
-            code=r.code,
-            kind=r.kind,
-            name_zh=r.name_zh,
-            name_en=r.name_en,
-            country=r.country,
-            city=r.city,
-            timezone=r.timezone,
-            working_week=r.working_week,
-            regions=tuple(r.regions),
-            default_sectors=tuple(r.default_sectors),
+            **{
+                **r.model_dump(),
+                "regions": tuple(r.regions),
+                "default_sectors": tuple(r.default_sectors),
+            }
         )
         for r in rows
     }
