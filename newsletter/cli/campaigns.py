@@ -36,6 +36,9 @@ from newsletter.delivery.campaigns import (
 )
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.worker import Worker
+from newsletter.models import utcnow
+from newsletter.plans import cancel_plan, planned_ids
+from newsletter.scheduler import plan_job_id, remove_jobs
 from newsletter.subscriptions.lists import unformula
 
 campaign_app = group("campaign", "Follow and control campaigns.")
@@ -115,10 +118,18 @@ def campaign_resume(
 def campaign_cancel(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
-    """Stop for good: rows not yet sent are skipped."""
-    with open_session(settings_for(ctx, config)) as session:
+    """Stop for good: rows not yet sent are skipped, and its planned sends are cancelled."""
+    settings = settings_for(ctx, config)
+    with open_session(settings) as session:
         skipped = cancel(session, get_campaign(session, campaign_id))
-    err.print(f"campaign {campaign_id} cancelled; {skipped} unsent rows skipped")
+        plans = planned_ids(session, campaign_id)
+        for plan_id in plans:
+            cancel_plan(session, plan_id, utcnow())
+        if plans:
+            remove_jobs(session.get_bind(), [plan_job_id(p) for p in plans])  # type: ignore[arg-type]
+    err.print(
+        f"campaign {campaign_id} cancelled; {skipped} unsent rows skipped, {len(plans)} plans cancelled"
+    )
 
 
 @campaign_app.command("report")
