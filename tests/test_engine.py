@@ -375,3 +375,34 @@ def test_several_workers_share_one_campaign_on_postgresql(
         assert len({r.message_id for r in rows.values()}) == len(people)
     finally:
         server.stop()
+
+
+def test_a_hang_up_after_the_final_dot_is_retried_not_counted_sent(
+    loaded: Instance, smtp_server: LoopbackController
+) -> None:
+    """The server stored the message but never said so: SMTP cannot tell, so the row retries
+    (a second copy beats a lost one, as every MTA decides), and the ledger says why."""
+    settings, clock = _settings(loaded, smtp_server), Clock()
+    smtp_server.handler.hang_up_after_data.add(PEOPLE[0])
+    first = _run(settings, clock)
+    assert first.sent == 5 and first.retry == 1 and first.state == "sending"
+    row = _rows(settings)[PEOPLE[0]]
+    assert row.state == DeliveryState.RETRY and "connection" in row.reply
+    clock.advance(minutes=5)
+    assert _run(settings, clock).state == "finished"
+    assert _rows(settings)[PEOPLE[0]].state == DeliveryState.SENT
+
+
+def test_a_stalled_server_pauses_the_campaign_within_the_timeout(loaded: Instance) -> None:
+    server = start_sink(RecordingHandler(data_delay=3))
+    try:
+        settings = _settings(loaded, server, timeout=0.5)
+        started = time.monotonic()
+        report = _run(settings, Clock())
+        assert time.monotonic() - started < 10
+        assert report.state == "paused" and "timed out" in report.reason
+        rows = _rows(settings)
+        assert {r.state for r in rows.values()} == {DeliveryState.QUEUED}
+        assert {r.attempts for r in rows.values()} == {0}
+    finally:
+        server.stop()

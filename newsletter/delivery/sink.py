@@ -39,6 +39,9 @@ class RecordingHandler:
     data_delay: float = 0.0
     # Replies to give on MAIL FROM, one per transaction, before accepting (e.g. 421 bursts).
     mail_replies: deque[str] = field(default_factory=deque)
+    # Recipients whose message is stored but whose final reply never comes: the server hangs up
+    # after the final dot (once per listed address), the case where a sender cannot know.
+    hang_up_after_data: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script(self, rcpt: str, *replies: str) -> None:
@@ -82,6 +85,11 @@ class RecordingHandler:
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.received.append(Received(str(envelope.mail_from), rcpt, bytes(content)))
+            hang_up = [r for r in envelope.rcpt_tos if r.lower() in self.hang_up_after_data]
+            self.hang_up_after_data.difference_update(r.lower() for r in hang_up)
+        if hang_up and server.transport is not None:
+            server.transport.abort()
+            return "421 4.4.2 (not sent: connection already closed)"
         return "250 Message accepted"
 
 
