@@ -87,7 +87,7 @@ class RecordingHandler:
                 self.received.append(Received(str(envelope.mail_from), rcpt, bytes(content)))
             hang_up = [r for r in envelope.rcpt_tos if r.lower() in self.hang_up_after_data]
             self.hang_up_after_data.difference_update(r.lower() for r in hang_up)
-        if hang_up and server.transport is not None:
+        if hang_up and isinstance(server.transport, asyncio.Transport):
             server.transport.abort()
             return "421 4.4.2 (not sent: connection already closed)"
         return "250 Message accepted"
