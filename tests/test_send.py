@@ -151,4 +151,7 @@ def test_send_after_a_cancelled_schedule_sends_now(
     _cli(runner, instance, "schedule", "cancel", str(plans[0]["id"]))
     now = _send(runner, instance, smtp_server)
     assert now["sent"] == 2
-    assert sorted(r.rcpt for r in smtp_server.handler.received) == ["a.one@example.org", "b.two@example.org"]
+    assert sorted(r.rcpt for r in smtp_server.handler.received) == [
+        "a.one@example.org",
+        "b.two@example.org",
+    ]

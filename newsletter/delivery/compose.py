@@ -49,7 +49,8 @@ class IssueContext:
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
     prepared: BoundedCache[PreparedDigest] = field(default_factory=BoundedCache)
-    selections: BoundedCache[Selection] = field(default_factory=lambda: BoundedCache(maxsize=8192))
+    # Profile keys by (language, embassy, sectors): a few bytes each, so many can be kept.
+    profiles: BoundedCache[str] = field(default_factory=lambda: BoundedCache(maxsize=16384))
 
     @property
     def links(self) -> DigestLinks:
@@ -57,10 +58,39 @@ class IssueContext:
 
 
 @dataclass(frozen=True)
+class Letter:
+    """One recipient's message, in pieces until it is sent.
+
+    The long pieces (a profile's encoded text and HTML) are the same objects for every recipient
+    of that profile, so a batch of letters holds them, and pickles them, once per profile.
+    """
+
+    mail_from: str
+    rcpt: str
+    parts: tuple[bytes, ...]
+    name: str  # a file-system-safe stem, unique within the campaign
+    html_preview: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.parts))
+
+    def outgoing(self) -> Outgoing:
+        return Outgoing(
+            mail_from=self.mail_from, rcpt=self.rcpt, data=b"".join(self.parts), name=self.name,
+            html_preview=self.html_preview,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Composed:
-    outgoing: Outgoing
+    letter: Letter
     profile: str
     message_id: str
+
+    @property
+    def outgoing(self) -> Outgoing:
+        return self.letter.outgoing()
 
 
 def audience_for(recipient: RecipientData, embassies: dict[str, EmbassyDef]) -> Audience:
@@ -72,31 +102,39 @@ def audience_for(recipient: RecipientData, embassies: dict[str, EmbassyDef]) -> 
     )
 
 
-def selection_for(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, str]:
-    """The recipient's selection and profile key; many recipients share an audience, so cached."""
-    audience = audience_for(recipient, ctx.embassies)
-    selection = ctx.selections.get_or_render(
-        repr((sorted(audience.interests), sorted(audience.places))),
-        lambda: select_items(ctx.issue, audience),
+def select_for(ctx: IssueContext, recipient: RecipientData) -> Selection:
+    return select_items(ctx.issue, audience_for(recipient, ctx.embassies))
+
+
+def profile_for(ctx: IssueContext, recipient: RecipientData) -> str:
+    """The recipient's profile key; recipients of one mission with the same sectors share it."""
+    return ctx.profiles.get_or_render(
+        repr((recipient.language, recipient.embassy, recipient.sectors)),
+        lambda: profile_key(select_for(ctx, recipient), recipient.language),
     )
-    return selection, profile_key(selection, recipient.language)
+
+
+def _render(ctx: IssueContext, chosen: Selection, language: str) -> RenderedDigest:
+    return render_digest(
+        ctx.issue, chosen, language=language, sectors=ctx.sectors, links=ctx.links, env=ctx.env
+    )
+
+
+def digest_for(ctx: IssueContext, recipient: RecipientData) -> tuple[str, RenderedDigest]:
+    """The recipient's profile key and (shared, unpersonalised) rendered digest."""
+    key = profile_for(ctx, recipient)
+    digest = ctx.cache.get_or_render(
+        key, lambda: _render(ctx, select_for(ctx, recipient), recipient.language)
+    )
+    return key, digest
 
 
 def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, str, RenderedDigest]:
     """The recipient's selection, profile key and (shared, unpersonalised) rendered digest."""
-    selection, key = selection_for(ctx, recipient)
-    digest = ctx.cache.get_or_render(
-        key,
-        lambda: render_digest(
-            ctx.issue,
-            selection,
-            language=recipient.language,
-            sectors=ctx.sectors,
-            links=ctx.links,
-            env=ctx.env,
-        ),  # fmt: skip
-    )
-    return selection, key, digest
+    chosen = select_for(ctx, recipient)
+    key = profile_key(chosen, recipient.language)
+    digest = ctx.cache.get_or_render(key, lambda: _render(ctx, chosen, recipient.language))
+    return chosen, key, digest
 
 
 def recipient_links(settings: Settings, token_key: str) -> tuple[str, str, str]:
@@ -113,7 +151,7 @@ def recipient_links(settings: Settings, token_key: str) -> tuple[str, str, str]:
 
 
 def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, RenderedDigest]:
-    _, key, digest = tailored(ctx, recipient)
+    key, digest = digest_for(ctx, recipient)
     unsubscribe, preferences, _ = recipient_links(ctx.settings, recipient.token_key)
     return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences))
 
@@ -136,7 +174,7 @@ def compose(
     ctx: IssueContext, recipient: RecipientData, *, campaign_id: int, preview: bool
 ) -> Composed:
     """One recipient's message: the profile's encoded message with their values spliced in."""
-    _, key, digest = tailored(ctx, recipient)
+    key, digest = digest_for(ctx, recipient)
     settings = ctx.settings
     unsubscribe, preferences, mailto = recipient_links(settings, recipient.token_key)
     envelope = Envelope(
@@ -154,14 +192,16 @@ def compose(
     )
     who = Recipient(recipient.name, unsubscribe, preferences)
     text_values, html_values = recipient_values(who, digest.language)
-    data = _prepared(ctx, key, digest).message(envelope, text_values, html_values)
+    parts = _prepared(ctx, key, digest).parts(envelope, text_values, html_values)
     if ctx.dkim is not None:
-        data = dkim_sign(data, ctx.dkim)
-    outgoing = Outgoing(
+        data = b"".join(parts)
+        signed = dkim_sign(data, ctx.dkim)  # the DKIM-Signature header, then `data`
+        parts = [signed[: len(signed) - len(data)], *parts]
+    letter = Letter(
         mail_from=settings.sender.address,
         rcpt=recipient.email,
-        data=data,
+        parts=tuple(parts),
         name=f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}",
         html_preview=personalise(digest, who).html if preview else None,
     )
-    return Composed(outgoing, key, envelope.message_id)
+    return Composed(letter, key, envelope.message_id)

@@ -15,16 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
 from newsletter.delivery import ledger
 from newsletter.delivery.campaigns import counts, mark_lost_unknown
-from newsletter.delivery.compose import IssueContext, RecipientData, compose, selection_for
-from newsletter.delivery.ledger import Claimed, Outcome
+from newsletter.delivery.compose import IssueContext, RecipientData, profile_for
+from newsletter.delivery.composer import Composer, HelperSetup, Job, LocalComposer, ProcessComposer
+from newsletter.delivery.ledger import Outcome
 from newsletter.delivery.replies import Reply, Verdict, classify
 from newsletter.delivery.throttle import Throttle
-from newsletter.delivery.transports import CONNECTION_FAULT, Connection, Outgoing, Transport
+from newsletter.delivery.transports import CONNECTION_FAULT, Connection, Transport
 from newsletter.models import (
     Campaign,
     CampaignState,
@@ -33,11 +34,15 @@ from newsletter.models import (
     SubscriberStatus,
     utcnow,
 )
-from newsletter.subscriptions.store import sectors_of, set_status
+from newsletter.subscriptions.store import set_status
 
 Progress = Callable[[int], None]
 # This many 421 replies in one window means the server is shedding us: pause, don't hammer it.
 BURST_421 = 3
+# A helper process composes when a campaign has more rows waiting than this (and than two
+# batches): its start-up (imports, templates, a connection) costs about as much as sending
+# 3,000 messages gains here (bench/send.py --helper on|off).
+HELPER_MIN_ROWS = 3000
 
 
 def worker_name() -> str:
@@ -93,14 +98,6 @@ class SendReport:
         }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Job:
-    row: Claimed
-    outgoing: Outgoing | None  # None: skip (no longer active)
-    profile: str = ""
-    message_id: str = ""
-
-
 def pause_reason(replies: Sequence[Reply]) -> str:
     """Why a window's replies mean the fault is ours or the server's, not the recipients' ('' if not)."""
     ours = next((r for r in replies if classify(r) is Verdict.PAUSE), None)
@@ -116,10 +113,11 @@ def pause_reason(replies: Sequence[Reply]) -> str:
 class SendEngine:
     """Sends one campaign's due rows; safe to run beside other engines on PostgreSQL.
 
-    Batches are claimed (leased) and composed on a ledger thread while the previous batch is on
-    the wire. A batch goes out in windows of `concurrency` messages: each window's rows are marked
-    `sending` in the same commit that records the previous window, so a crash leaves at most one
-    window `unknown`.
+    Batches are claimed (leased) and composed while the previous batch is on the wire: on a ledger
+    thread, or for a big campaign in a helper process on another core (`helper`: None decides by
+    the number of rows waiting). A batch goes out in windows of `concurrency` messages: each
+    window's rows are marked `sending` in the same commit that records the previous window, so a
+    crash leaves at most one window `unknown`.
     """
 
     def __init__(
@@ -134,6 +132,7 @@ class SendEngine:
         progress: Progress | None = None,
         stop: asyncio.Event | None = None,
         worker: str | None = None,
+        helper: bool | None = None,
     ) -> None:
         settings = delivery or DeliverySettings()
         self.db = db
@@ -148,6 +147,7 @@ class SendEngine:
         self.progress = progress
         self.stop = stop or asyncio.Event()
         self.worker = worker or worker_name()
+        self.helper = helper
         self.connections: list[Connection] = []
         self.paused = ""
         self._bounces: list[
@@ -160,18 +160,40 @@ class SendEngine:
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         started = time.perf_counter()
         report = SendReport(campaign=campaign_id)
-        renders_before = self.ctx.cache.renders
-        with Session(self.db, expire_on_commit=False) as session:
-            self._start(session, campaign_id, report)
+        composer = self._composer(campaign_id)  # a helper process starts up beside `_start`
         try:
-            await self._pipeline(campaign_id, report)
+            with Session(self.db, expire_on_commit=False) as session:
+                self._start(session, campaign_id, report)
+            try:
+                await self._pipeline(campaign_id, report, composer)
+            finally:
+                await self._close()
         finally:
-            await self._close()
+            await composer.close()
         with Session(self.db, expire_on_commit=False) as session:
             self._finish(session, campaign_id, report)
-        report.profiles = self.ctx.cache.renders - renders_before
+        report.profiles = composer.renders
         report.seconds = time.perf_counter() - started
         return report
+
+    def _composer(self, campaign_id: int) -> Composer:
+        """A helper process when asked for, or when enough rows wait to repay its start-up."""
+        setup = HelperSetup.of(self.db, self.ctx) if self.helper is not False else None
+        if setup is not None and (
+            self.helper or self._waiting(campaign_id) > max(HELPER_MIN_ROWS, 2 * self.batch_size)
+        ):
+            return ProcessComposer(setup)
+        return LocalComposer(self.db, self.ctx)
+
+    def _waiting(self, campaign_id: int) -> int:
+        with Session(self.db) as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None or campaign.state not in (
+                CampaignState.READY,
+                CampaignState.SENDING,
+            ):
+                return 0
+            return ledger.waiting(session, campaign_id)
 
     def _start(self, session: Session, campaign_id: int, report: SendReport) -> None:
         now = self.clock()
@@ -191,78 +213,51 @@ class SendEngine:
     def _profile_of(
         self, subscriber_id: int, language: str, embassy: str, sectors: tuple[str, ...]
     ) -> str:
-        return selection_for(
+        return profile_for(
             self.ctx, RecipientData(subscriber_id, "", "", language, embassy, sectors, "")
-        )[1]
+        )
 
-    async def _pipeline(self, campaign_id: int, report: SendReport) -> None:
-        """Claim and compose the next batch (ledger thread) while the current one is on the wire."""
+    async def _pipeline(self, campaign_id: int, report: SendReport, composer: Composer) -> None:
+        """Claim and compose the next batch while the current one is on the wire."""
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger") as ledger_thread:
-            jobs = await loop.run_in_executor(ledger_thread, self._claim_and_prepare, campaign_id)
-            while jobs:
-                sending = asyncio.ensure_future(self._send_batch(campaign_id, jobs, report))
-                following: list[_Job] = []
+        jobs = await self._next_batch(composer, campaign_id)
+        while jobs:
+            sending = asyncio.ensure_future(self._send_batch(campaign_id, jobs, report))
+            following: list[Job] = []
+            try:
                 if not self.stop.is_set():
-                    following = await loop.run_in_executor(
-                        ledger_thread, self._claim_and_prepare, campaign_id
-                    )
+                    following = await self._next_batch(composer, campaign_id)
+            finally:
+                # Whatever became of that claim, the batch on the wire finishes and is recorded.
                 await sending
-                if self.paused or self.stop.is_set():
-                    await loop.run_in_executor(ledger_thread, self._release, following)
-                    break
-                jobs = following
+            if self.paused or self.stop.is_set():
+                await loop.run_in_executor(None, self._release, following)
+                break
+            jobs = following
 
-    def _claim_and_prepare(self, campaign_id: int) -> list[_Job]:
-        with Session(self.db, expire_on_commit=False) as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign is None or campaign.state != CampaignState.SENDING:
-                return []
-            claimed = ledger.claim(
-                session, campaign_id, now=self.clock(), limit=self.batch_size, worker=self.worker,
-                lease=self.lease,
-            )  # fmt: skip
-            return self._prepare(session, campaign_id, claimed) if claimed else []
+    async def _next_batch(self, composer: Composer, campaign_id: int) -> list[Job]:
+        return await composer.claim(
+            campaign_id, now=self.clock(), limit=self.batch_size, worker=self.worker,
+            lease=self.lease, preview=self.transport.name == "file",
+        )  # fmt: skip
 
-    def _prepare(self, session: Session, campaign_id: int, batch: Sequence[Claimed]) -> list[_Job]:
-        ids = [row.subscriber_id for row in batch]
-        subscribers = {
-            s.id: s for s in session.exec(select(Subscriber).where(col(Subscriber.id).in_(ids)))
-        }
-        sectors = sectors_of(session, ids)
-        preview = self.transport.name == "file"
-        jobs: list[_Job] = []
-        for row in batch:
-            sub = subscribers.get(row.subscriber_id)
-            if sub is None or sub.status != SubscriberStatus.ACTIVE:
-                jobs.append(_Job(row, None))
-                continue
-            recipient = RecipientData(
-                subscriber_id=row.subscriber_id, email=sub.email, name=sub.name,
-                language=sub.language, embassy=sub.embassy_code,
-                sectors=sectors.get(row.subscriber_id, ()), token_key=sub.token_key,
-            )  # fmt: skip
-            composed = compose(self.ctx, recipient, campaign_id=campaign_id, preview=preview)
-            jobs.append(_Job(row, composed.outgoing, composed.profile, composed.message_id))
-        return jobs
-
-    def _release(self, jobs: Sequence[_Job]) -> None:
+    def _release(self, jobs: Sequence[Job]) -> None:
         with Session(self.db) as session:
             ledger.release(session, [j.row.delivery_id for j in jobs], self.clock())
 
-    async def _send_batch(self, campaign_id: int, jobs: Sequence[_Job], report: SendReport) -> None:
+    async def _send_batch(self, campaign_id: int, jobs: Sequence[Job], report: SendReport) -> None:
         """Send a batch window by window; one commit per window records the last and marks the next."""
         loop = asyncio.get_running_loop()
         gone = "subscriber no longer active"
         skipped = [
             Outcome(j.row.delivery_id, DeliveryState.SKIPPED, gone)
             for j in jobs
-            if j.outgoing is None
+            if j.letter is None
         ]
         report.skipped += len(skipped)
         if skipped and self.progress:
             self.progress(len(skipped))
-        todo = [j for j in jobs if j.outgoing is not None]
+        todo = [j for j in jobs if j.letter is not None]
         width = max(1, self.transport.max_connections)
         while len(self.connections) < min(width, len(todo)):
             self.connections.append(await self.transport.connect())
@@ -286,13 +281,13 @@ class SendEngine:
             if pending:
                 await loop.run_in_executor(wire, self._write, campaign_id, pending, [])
 
-    async def _send_one(self, connection: Connection, job: _Job) -> Reply:
-        assert job.outgoing is not None
-        await self.throttle.acquire(job.outgoing.rcpt)
-        return await connection.send(job.outgoing)
+    async def _send_one(self, connection: Connection, job: Job) -> Reply:
+        assert job.letter is not None
+        await self.throttle.acquire(job.letter.rcpt)
+        return await connection.send(job.letter.outgoing())
 
     def _outcomes(
-        self, window: Sequence[_Job], replies: Sequence[Reply], report: SendReport
+        self, window: Sequence[Job], replies: Sequence[Reply], report: SendReport
     ) -> list[Outcome]:
         now = self.clock()
         reason = pause_reason(replies)
@@ -305,14 +300,14 @@ class SendEngine:
             outcomes.append(outcome)
             if outcome.state == DeliveryState.SENT:
                 report.sent += 1
-                report.bytes += len(job.outgoing.data) if job.outgoing else 0
+                report.bytes += job.letter.size if job.letter else 0
             elif outcome.state == DeliveryState.FAILED:
                 report.failed += 1
                 if classify(reply) is Verdict.BOUNCE:
                     self._bounces.append((job.row.subscriber_id, str(reply)[:300]))
         return outcomes
 
-    def _outcome(self, job: _Job, reply: Reply, now: dt.datetime, *, pausing: bool) -> Outcome:
+    def _outcome(self, job: Job, reply: Reply, now: dt.datetime, *, pausing: bool) -> Outcome:
         row = job.row
         untouched = Outcome(
             row.delivery_id, DeliveryState.QUEUED, str(reply)[:500], row.attempts, row.first_attempt_at,

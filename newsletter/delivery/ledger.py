@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, update
+from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, func, update
 from sqlmodel import Session, col, select
 
 from newsletter.models import Delivery, DeliveryState, Subscriber
@@ -35,6 +35,17 @@ def due(campaign_id: int, now: dt.datetime) -> ColumnElement[bool]:
     )
     free = col(Delivery.lease_until).is_(None) | (col(Delivery.lease_until) < now)
     return (col(Delivery.campaign_id) == campaign_id) & waiting & in_window & free
+
+
+def waiting(session: Session, campaign_id: int) -> int:
+    """Rows still to send or retry, whenever due."""
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(Delivery)
+            .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(WAITING))
+        ).one()
+    )
 
 
 def skip_missed(session: Session, campaign_id: int, now: dt.datetime) -> int:
@@ -156,6 +167,25 @@ class Outcome:
     message_id: str = ""
 
 
+# Built once: the window writes run hundreds of times a second.
+_RECORD = (
+    update(TABLE)
+    .where(TABLE.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
+        first_attempt_at=bindparam("b_first_attempt_at"),
+        next_attempt_at=bindparam("b_next_attempt_at"), sent_at=bindparam("b_sent_at"),
+        profile=bindparam("b_profile"), message_id=bindparam("b_message_id"),
+        lease_until=None, worker="", updated_at=bindparam("b_now"),
+    )
+)  # fmt: skip
+_MARK_SENDING = (
+    update(TABLE)
+    .where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
+    .values(state=DeliveryState.SENDING, updated_at=bindparam("now"))
+)
+
+
 def write(
     session: Session,
     *,
@@ -170,25 +200,18 @@ def write(
     than it is about to put on the wire (one window: `concurrency` rows).
     """
     if outcomes:
-        statement = (
-            update(TABLE)
-            .where(TABLE.c.id == bindparam("b_id"))
-            .values(
-                state=bindparam("b_state"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
-                first_attempt_at=bindparam("b_first_attempt_at"),
-                next_attempt_at=bindparam("b_next_attempt_at"), sent_at=bindparam("b_sent_at"),
-                profile=bindparam("b_profile"), message_id=bindparam("b_message_id"),
-                lease_until=None, worker="", updated_at=now,
-            )
-        )  # fmt: skip
-        params = [{f"b_{k}": v for k, v in asdict(o).items()} for o in outcomes]
-        session.execute(statement, params)
+        params = [
+            {
+                "b_id": o.id, "b_state": o.state, "b_reply": o.reply, "b_attempts": o.attempts,
+                "b_first_attempt_at": o.first_attempt_at, "b_next_attempt_at": o.next_attempt_at,
+                "b_sent_at": o.sent_at, "b_profile": o.profile, "b_message_id": o.message_id,
+                "b_now": now,
+            }
+            for o in outcomes
+        ]  # fmt: skip
+        session.execute(_RECORD, params)
     if sending:
-        session.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_(list(sending)))
-            .values(state=DeliveryState.SENDING, updated_at=now)
-        )
+        session.execute(_MARK_SENDING, {"ids": list(sending), "now": now})
     if commit:
         session.commit()
 

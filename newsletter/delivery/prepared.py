@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import binascii
 import email.utils
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from email.header import Header
 
 from newsletter.delivery.message import Envelope, display_name
 from newsletter.delivery.splice import SplicedPart, split_part
@@ -17,9 +17,26 @@ from newsletter.render.digest import PLACEHOLDER_RE, RenderedDigest
 _PRINTABLE_WORDS = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/^_`{|}~]*$")
 
 
+# UTF-8 bytes per encoded word: 52 base64 characters, a 64-character word, so that even
+# "Subject: " and the first word fit in a 78-character line.
+_WORD_BYTES = 39
+
+
 def encoded_words(value: str) -> str:
-    """RFC 2047 encoded words (UTF-8, base64), folded with CRLF SP, for non-ASCII header text."""
-    return Header(value, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\r\n")
+    """RFC 2047 encoded words (UTF-8, base64), folded with CRLF SP, for non-ASCII header text.
+
+    Each word holds whole characters (a cut never falls inside one), as RFC 2047 requires.
+    """
+    data = value.encode()
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+            end -= 1
+        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode()}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 def address(name: str, addr: str) -> str:
@@ -62,33 +79,32 @@ class PreparedDigest:
     end: bytes
     clock: _Clock = field(default_factory=_Clock)
 
+    def parts(
+        self, envelope: Envelope, text_values: dict[str, str], html_values: dict[str, str]
+    ) -> list[bytes]:
+        """One recipient's message in pieces; the long ones are this profile's, shared."""
+        if "\r" in envelope.to_address or "\n" in envelope.to_address or "<" in envelope.to_address:
+            raise DeliveryError(f"refusing to send to a malformed address {envelope.to_address!r}")
+        headers = (
+            f"To: {address(envelope.to_name, envelope.to_address)}\r\n"
+            f"Date: {self.clock.now()}\r\n"
+            f"Message-ID: {envelope.message_id}\r\n"
+            f"List-Unsubscribe: <{envelope.unsubscribe_url}>,\r\n <{envelope.unsubscribe_mailto}>\r\n"
+        ).encode("ascii")
+        return [
+            self.head,
+            headers,
+            self.tail,
+            *self.text.pieces({k: v.encode() for k, v in text_values.items()}),
+            self.between,
+            *self.html.pieces({k: v.encode() for k, v in html_values.items()}),
+            self.end,
+        ]
+
     def message(
         self, envelope: Envelope, text_values: dict[str, str], html_values: dict[str, str]
     ) -> bytes:
-        if "\r" in envelope.to_address or "\n" in envelope.to_address or "<" in envelope.to_address:
-            raise DeliveryError(f"refusing to send to a malformed address {envelope.to_address!r}")
-        headers = b"".join(
-            (
-                _header("To", address(envelope.to_name, envelope.to_address)),
-                _header("Date", self.clock.now()),
-                _header("Message-ID", envelope.message_id),
-                _header(
-                    "List-Unsubscribe",
-                    f"<{envelope.unsubscribe_url}>,\r\n <{envelope.unsubscribe_mailto}>",
-                ),
-            )
-        )
-        return b"".join(
-            (
-                self.head,
-                headers,
-                self.tail,
-                self.text.encode({k: v.encode() for k, v in text_values.items()}),
-                self.between,
-                self.html.encode({k: v.encode() for k, v in html_values.items()}),
-                self.end,
-            )
-        )
+        return b"".join(self.parts(envelope, text_values, html_values))
 
 
 def prepare(

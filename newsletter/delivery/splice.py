@@ -56,13 +56,17 @@ class SplicedPart:
     # Between statics[i] and statics[i+1]: a run of placeholders and short static bytes.
     slots: tuple[tuple[str | bytes, ...], ...]
 
-    def encode(self, values: Mapping[str, bytes]) -> bytes:
-        """The whole part in base64 for one recipient's values."""
+    def pieces(self, values: Mapping[str, bytes]) -> list[bytes]:
+        """The whole part in base64 for one recipient's values, in pieces to be joined.
+
+        The long pieces are the statics' encodings, the same objects for every recipient: a batch
+        of messages holds (and pickles) them once per profile, not once per message.
+        """
         first_head, first_body, carry = self.statics[0].variant(0)
         out = [b64_lines(first_head) if first_head else b"", first_body]
         offset = len(self.statics[0].data)
         for slot, static in zip(self.slots, self.statics[1:], strict=True):
-            middle = b"".join(values[p] if isinstance(p, str) else p for p in slot)
+            middle = b"".join([values[p] if isinstance(p, str) else p for p in slot])
             offset += len(middle)
             head, body, tail = static.variant(offset % 3)
             out.append(b64_lines(carry + middle + head))
@@ -70,7 +74,11 @@ class SplicedPart:
             carry = tail
             offset += len(static.data)
         out.append(b64_lines(carry))
-        return b"".join(out)
+        return out
+
+    def encode(self, values: Mapping[str, bytes]) -> bytes:
+        """The whole part in base64 for one recipient's values."""
+        return b"".join(self.pieces(values))
 
 
 def split_part(text: str, placeholder: re.Pattern[str], *, min_static: int = 3) -> SplicedPart:

@@ -19,7 +19,7 @@ class BoundedCache(Generic[V]):
     profiles a campaign has, while each profile is still built about once.
     """
 
-    def __init__(self, maxsize: int | None = 256) -> None:
+    def __init__(self, maxsize: int | None = 32) -> None:
         self.maxsize = maxsize
         self._values: OrderedDict[str, V] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
