@@ -69,3 +69,23 @@ def machine() -> str:
     import os
 
     return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {model}"
+
+
+def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
+    """The naive way, per recipient: tailor, Jinja2 + MJML render, personalise, EmailMessage."""
+    from newsletter.delivery.compose import audience_for, recipient_links
+    from newsletter.delivery.message import Envelope, build_message, message_id, serialise
+    from newsletter.render.digest import Recipient, personalise, render_digest
+    from newsletter.tailor import select_items
+
+    s = ctx.settings
+    selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
+    digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
+                           links=ctx.links, env=ctx.env)  # fmt: skip
+    unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
+    filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
+    envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
+                        message_id(s.secret, 1, r.subscriber_id, s.domain),
+                        f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
+    message = build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html)
+    return serialise(message, envelope)

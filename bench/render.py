@@ -13,12 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import context, machine, median_rate, recipients
+from common import context, machine, median_rate, naive_message, recipients
 
-from newsletter.delivery.compose import audience_for, compose, recipient_links, tailored
-from newsletter.delivery.message import Envelope, build_message, message_id, serialise
-from newsletter.render.digest import Recipient, personalise, render_digest
-from newsletter.tailor import select_items
+from newsletter.delivery.compose import compose, tailored
 
 
 def main() -> None:
@@ -40,20 +37,8 @@ def main() -> None:
 
     def naive() -> int:
         ctx = context()
-        s = ctx.settings
         for r in people[: args.naive]:
-            selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
-            digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
-                                   links=ctx.links, env=ctx.env)  # fmt: skip
-            unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
-            filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
-            envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
-                                message_id(s.secret, 1, r.subscriber_id, s.domain),
-                                f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
-            serialise(
-                build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html),
-                envelope,
-            )
+            naive_message(ctx, r)
         return args.naive
 
     ours_rate, ours_runs = median_rate(ours, args.repeats)

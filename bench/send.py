@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import context, machine, recipients
+from common import context, machine, naive_message, recipients
 
 HERE = Path(__file__).resolve().parent
 
@@ -189,30 +189,12 @@ def smtp_source(port: int, count: int, size: int, sessions: int) -> float:
 
 def naive_rate(port: int, n: int) -> float:
     """Per recipient: Jinja2 + MJML + EmailMessage, sent over one smtplib connection."""
-    from newsletter.delivery.compose import audience_for, recipient_links
-    from newsletter.delivery.message import Envelope, build_message, message_id, serialise
-    from newsletter.render.digest import Recipient, personalise, render_digest
-    from newsletter.tailor import select_items
-
     ctx = context()
-    s = ctx.settings
     people = recipients(ctx, n, seed=7)
     started = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", port, local_hostname=s.domain) as smtp:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=ctx.settings.domain) as smtp:
         for r in people:
-            selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
-            digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
-                                   links=ctx.links, env=ctx.env)  # fmt: skip
-            unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
-            filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
-            envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
-                                message_id(s.secret, 1, r.subscriber_id, s.domain),
-                                f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
-            data = serialise(
-                build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html),
-                envelope,
-            )
-            smtp.sendmail(s.sender.address, [r.email], data)
+            smtp.sendmail(ctx.settings.sender.address, [r.email], naive_message(ctx, r))
     return n / (time.perf_counter() - started)
 
 
