@@ -10,10 +10,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from newsletter.config import Settings, load_settings, sample_config
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
+from newsletter.models import Delivery, Subscriber
 
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -94,3 +96,18 @@ def instance(tmp_path: Path, db_url: str, runner: CliRunner) -> Instance:
     result = runner.invoke(app, ["--config", str(made.config), "init"])
     assert result.exit_code == 0, result.output
     return made
+
+
+def ledger_by_email(settings: Settings) -> dict[str, Delivery]:
+    """Every ledger row, by its subscriber's address."""
+    from newsletter import runtime
+
+    db = runtime.open_database(settings)
+    with Session(db) as session:
+        pairs = session.exec(
+            select(Subscriber.email, Delivery).join(
+                Delivery, col(Delivery.subscriber_id) == col(Subscriber.id)
+            )
+        ).all()
+    db.dispose()
+    return dict(pairs)

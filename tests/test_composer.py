@@ -19,7 +19,7 @@ import dkim
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from typer.testing import CliRunner
 
 from newsletter import runtime
@@ -34,9 +34,9 @@ from newsletter.delivery.sink import LoopbackController, RecordingHandler, start
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
 from newsletter.delivery.transports import CONNECTION_FAULT, Outgoing
 from newsletter.issues import get_issue
-from newsletter.models import Delivery, DeliveryState, Subscriber
+from newsletter.models import Delivery, DeliveryState
 from newsletter.render.environment import TemplateRenderError, default_templates_dir
-from tests.conftest import Instance, make_instance
+from tests.conftest import Instance, ledger_by_email, make_instance
 
 EMBASSIES = ["de-berlin", "fr-paris", "jp-tokyo"]
 
@@ -106,15 +106,7 @@ def _send(
 
 
 def _rows(settings: Settings) -> dict[str, Delivery]:
-    db = runtime.open_database(settings)
-    with Session(db) as session:
-        pairs = session.exec(
-            select(Subscriber.email, Delivery).join(
-                Delivery, col(Delivery.subscriber_id) == col(Subscriber.id)
-            )
-        ).all()
-    db.dispose()
-    return dict(pairs)
+    return ledger_by_email(settings)
 
 
 def _smtp(settings: Settings, server: LoopbackController) -> Settings:

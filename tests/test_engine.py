@@ -27,7 +27,7 @@ from newsletter.delivery.engine import SendEngine, SendReport
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import AuditEvent, CampaignState, Delivery, DeliveryState, Subscriber
-from tests.conftest import Instance
+from tests.conftest import Instance, ledger_by_email
 
 PEOPLE = [f"p{i}@mission{i % 3}.example.org" for i in range(6)]
 
@@ -105,15 +105,7 @@ def _run(
 
 
 def _rows(settings: Settings) -> dict[str, Delivery]:
-    db = runtime.open_database(settings)
-    with Session(db) as session:
-        pairs = session.exec(
-            select(Subscriber.email, Delivery).join(
-                Delivery, col(Delivery.subscriber_id) == col(Subscriber.id)
-            )
-        ).all()
-    db.dispose()
-    return dict(pairs)
+    return ledger_by_email(settings)
 
 
 def _subscriber(settings: Settings, email: str) -> tuple[Subscriber, list[AuditEvent]]:
