@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import random
 import socket
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -155,9 +154,6 @@ class SendEngine:
         ] = []  # (subscriber, reply) to mark bounced at the next write
 
     async def run(self, campaign_id: int) -> SendReport:
-        # SMTP sessions wait on the GIL after every reply while the ledger thread composes; the
-        # default 5 ms switch interval would add up to 5 ms per round trip, four per message.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         started = time.perf_counter()
         report = SendReport(campaign=campaign_id)
         composer = self._composer(campaign_id)  # a helper process starts up beside `_start`
