@@ -56,9 +56,10 @@ class Job:
     """One claimed row and what to do with it."""
 
     row: Claimed
-    letter: Letter | None  # None: skip (no longer active)
+    letter: Letter | None  # None: skip (no longer active), or fail when `error` says why
     profile: str = ""
     message_id: str = ""
+    error: str = ""  # this row alone cannot be composed (e.g. its address cannot be encoded)
 
 
 def claim_and_compose(

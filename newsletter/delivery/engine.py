@@ -313,6 +313,11 @@ class SendEngine:
         if pausing and verdict is not Verdict.SENT:
             # The fault is ours or the server's, not the recipient's: no attempt is counted.
             return untouched
+        if verdict is Verdict.DEFER:
+            # The session's fault, not the recipient's: wait a little, no attempt counted.
+            later = self.retry.next_attempt(1, now, self.rng)
+            return replace(untouched, state=DeliveryState.RETRY, next_attempt_at=later,
+                           first_attempt_at=row.first_attempt_at or now)  # fmt: skip
         tried = replace(
             untouched, attempts=row.attempts + 1, first_attempt_at=row.first_attempt_at or now
         )

@@ -11,6 +11,9 @@ from newsletter.delivery.replies import Reply
 # Pseudo reply codes for faults that never reached an SMTP reply.
 CONNECTION_FAULT = 0  # refused, dropped, timed out: worth retrying
 LOCAL_FAULT = 1  # TLS or configuration: our fault, stop the campaign
+# This one message cannot go over this server (an address that needs SMTPUTF8, which the server
+# does not offer): the row fails with the reason; the address is not judged bad.
+UNSENDABLE = 3
 
 
 @dataclass(frozen=True)
