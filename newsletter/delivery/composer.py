@@ -62,6 +62,15 @@ class Job:
     error: str = ""  # this row alone cannot be composed (e.g. its address cannot be encoded)
 
 
+class IssueRenderError(DeliveryError):
+    """The issue itself cannot be rendered (not one recipient's data): its campaign pauses."""
+
+    def __init__(self, slug: str, reason: str) -> None:
+        self.slug = slug
+        self.reason = reason
+        super().__init__(f"issue {slug} cannot be rendered: {reason}; correct the issue, then resume")
+
+
 def claim_and_compose(
     db: Engine,
     ctx: IssueContext,
