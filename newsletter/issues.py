@@ -69,11 +69,28 @@ def save_issue(session: Session, issue: Issue, source_yaml: str) -> tuple[IssueR
     return record, created
 
 
+class StoredIssueError(ContentError):
+    """A stored issue no longer loads: stored before a check that now refuses it at import."""
+
+    def __init__(self, slug: str, problem: ContentError) -> None:
+        self.slug = slug
+        self.problem = problem
+        super().__init__(
+            f"{problem}; issue {slug} was stored before this was refused at import: "
+            "import a corrected file with `newsletter issue import`"
+        )
+
+
 def get_issue(session: Session, slug: str) -> StoredIssue:
+    """The stored issue; `StoredIssueError` when its text breaks a rule added since its import."""
     record = session.exec(select(IssueRecord).where(IssueRecord.slug == slug)).first()
     if record is None:
         raise NotFoundError("issue", slug, "see `newsletter issue list`")
-    return StoredIssue(record, load_issue(record.source_yaml, source=f"issue {slug}"))
+    try:
+        issue = load_issue(record.source_yaml, source=f"issue {slug}")
+    except ContentError as exc:
+        raise StoredIssueError(slug, exc) from None
+    return StoredIssue(record, issue)
 
 
 def list_issues(session: Session) -> list[IssueRecord]:

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from newsletter.content.charset import first_bad_character
 from newsletter.content.model import SECTION_BY_CODE, Contact, Issue, Item, Organiser
 from newsletter.errors import ContentError
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
 _REGION_RE = re.compile(r"^[A-Z]{2}$|^[a-z][a-z0-9-]{1,39}$")
+# Fields holding paragraphs, where tab and newline are text; every other field is one line.
+_PARAGRAPH_FIELDS = frozenset({"body", "summary", "intro", "disclaimer"})
 
 
 class IssueFileError(ContentError):
@@ -64,7 +67,9 @@ def _text(
     *,
     required: bool = False,
     anchor: yaml.Node,
+    label: str = "",
 ) -> str:
+    """A text field; `label` names it in a bad-character error (`item 3 (a7) summary`)."""
     name = f"{prefix}{key}"
     if key not in fields:
         if required:
@@ -75,6 +80,9 @@ def _text(
         value = ""
     else:
         value = _scalar(node, ctx, name).strip()
+    multiline = key in _PARAGRAPH_FIELDS
+    if bad := first_bad_character(value, multiline=multiline):
+        raise IssueFileError(ctx.source, _line(node), label or name, bad.problem)
     if required and not value:
         raise IssueFileError(ctx.source, _line(node), name, "is empty")
     return value
@@ -169,16 +177,21 @@ def _item(node: yaml.Node, index: int, ctx: _Ctx, seen: dict[str, int]) -> Item:
                 prefix + "regions",
                 f"{region!r} is neither an ISO country code (DE) nor a region code (eu)",
             )
+
+    def text(key: str, *, required: bool = False) -> str:
+        label = f"item {index + 1} ({item_id}) {key}"
+        return _text(fields, key, ctx, prefix, required=required, anchor=node, label=label)
+
     return Item(
         id=item_id,
         section=section,
-        title=_text(fields, "title", ctx, prefix, required=True, anchor=node),
-        body=_text(fields, "body", ctx, prefix, required=True, anchor=node),
-        source=_text(fields, "source", ctx, prefix, anchor=node) or None,
+        title=text("title", required=True),
+        body=text("body", required=True),
+        source=text("source") or None,
         sectors=tuple(dict.fromkeys(sectors)),
         regions=tuple(dict.fromkeys(regions)),
         always=_bool(fields["always"][1], ctx, prefix + "always") if "always" in fields else False,
-        summary=_text(fields, "summary", ctx, prefix, anchor=node),
+        summary=text("summary"),
     )
 
 

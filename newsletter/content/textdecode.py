@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import unicodedata
 
+from newsletter.content.charset import describe, first_bad_in_export
 from newsletter.errors import ContentError
 
 _REEXPORT = "export the issue from the PDF as plain text (UTF-8) and try again"
@@ -34,6 +35,10 @@ class TextImportError(ContentError):
         self.problem = problem
         where = f"{source}:{line}" if line else source
         super().__init__(f"{where}: {problem}")
+
+
+class ControlCharacterError(TextImportError):
+    """The text holds a control character (ESC, BEL, NUL...) or another invisible non-text one."""
 
 
 class EmptyTextError(TextImportError):
@@ -143,3 +148,7 @@ def _refuse_control_characters(text: str, source: str) -> None:
         raise BinaryTextError(
             source, f"the file is full of control characters, so it is not text; {_REEXPORT}"
         )
+    # A few stray ones (an ESC or BEL pasted in) would pass conversion and break rendering.
+    if bad := first_bad_in_export(text):
+        problem = f"{describe(bad.char)} at column {bad.column}; remove it"
+        raise ControlCharacterError(source, problem, bad.line)

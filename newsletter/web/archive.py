@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from newsletter import directory
 from newsletter.errors import NotFoundError
-from newsletter.issues import get_issue, published_issues
+from newsletter.issues import StoredIssueError, get_issue, published_issues
 from newsletter.render.digest import DigestLinks
 from newsletter.render.labels import chrome_for
 from newsletter.render.web import render_issue_page
@@ -16,6 +18,7 @@ from newsletter.subscriptions.lists import LANGUAGES
 from newsletter.web.context import Db, Web, WebContext, page
 
 router = APIRouter()
+log = logging.getLogger("newsletter.web")
 
 
 def _issue_html(web: WebContext, db: Session, slug: str, language: str) -> str:
@@ -25,8 +28,14 @@ def _issue_html(web: WebContext, db: Session, slug: str, language: str) -> str:
     if key not in web.pages:
         if slug not in {r.slug for r in published_issues(db)}:
             raise NotFoundError("issue", slug)
+        try:
+            stored = get_issue(db, slug)
+        except StoredIssueError as exc:
+            # Readers get the ordinary page for a missing issue; staff find the cause in the log.
+            log.error("archive page of issue %s not shown: %s", slug, exc)
+            raise NotFoundError("issue", slug) from None
         web.pages[key] = render_issue_page(
-            get_issue(db, slug).issue, sectors=directory.sectors(db),
+            stored.issue, sectors=directory.sectors(db),
             links=DigestLinks(web.settings.base_url), env=web.env, language=language,
         )  # fmt: skip
     return web.pages[key]
