@@ -149,3 +149,45 @@ def test_any_printable_name_survives_export_then_import(values: list[str]) -> No
     back, errors = _parse(write_list(rows, with_embassy=True), embassy=None)
     assert errors == []
     assert [r.name for r in back] == values
+
+
+def test_a_column_named_twice_is_refused_naming_it() -> None:
+    rows, errors = _parse("email,name,email\na@example.org,A,b@example.org\n")
+    assert rows == []
+    assert errors == [
+        "list.csv:1: email: column 'email' appears twice in the header (columns 1 and 3); "
+        "keep one and delete or rename the other"
+    ]
+    _, errors = _parse("Email,Name, NAME \na@example.org,A,B\n")
+    assert errors[0].startswith("list.csv:1: name: column 'name' appears twice")
+    # Unnamed columns (the trailing commas spreadsheets leave) are no duplicates.
+    rows, errors = _parse("email,name,,\na@example.org,A,,\n")
+    assert errors == [] and [r.name for r in rows] == ["A"]
+
+
+def test_other_header_problems_are_one_clear_error() -> None:
+    assert _parse("")[1] == [
+        "list.csv:1: header: the file is empty or its first line names no columns; "
+        "start it with email,name,title,sectors,language"
+    ]
+    _, errors = _parse("a@example.org,王芳\nb@example.org,李伟\n")
+    assert errors == [
+        "list.csv:1: header: the first line holds an address, not column names; add a header "
+        "line such as email,name,title,sectors,language"
+    ]
+    _, errors = _parse("email,name,sector\na@example.org,A,ai\n")
+    assert errors == [
+        "list.csv:1: sector: unknown column 'sector': did you mean 'sectors'? Rename it, or its "
+        "cells are lost"
+    ]
+    rows, errors = _parse("email,name,notes\na@example.org,A,met in Berlin\n")
+    assert errors == [] and len(rows) == 1  # a column of staff's own is no problem
+
+
+def test_idn_addresses_are_stored_in_one_form() -> None:
+    rows, errors = _parse(
+        "email,name\nKJC@使馆.中国,甲\nkjc@xn--2rqs81p.xn--fiqs8s,乙\nkjc@-使馆.中国,丙\n"
+    )
+    assert [r.email for r in rows] == ["kjc@使馆.中国"]
+    assert errors[0] == "list.csv:3: email: kjc@使馆.中国 already on line 2"
+    assert errors[1].startswith("list.csv:4: email: 'kjc@-使馆.中国' is not a valid email address:")

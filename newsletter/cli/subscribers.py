@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from sqlmodel import Session
 
-from newsletter import directory, runtime
+from newsletter import addresses, directory, runtime
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
@@ -36,7 +36,6 @@ from newsletter.subscriptions.lists import (
     ListRow,
     RowError,
     check_text,
-    normalise_email,
     parse_list,
     parse_sector_codes,
 )
@@ -272,10 +271,7 @@ def subscribers_add(
 ) -> None:
     """Add one subscriber (active unless --status pending)."""
     settings = settings_for(ctx, config)
-    try:
-        address = normalise_email(email)
-    except ValueError as exc:
-        raise ListImportError(f"{email!r} is not a valid address: {exc}") from None
+    address = addresses.normalise(email)  # AddressError: one line naming the address and the fault
     if language not in ("zh", "en"):
         raise ListImportError(f"--language {language!r}: use zh or en")
     for option, value in (("--name", name), ("--title", title)):

@@ -7,9 +7,10 @@ from urllib.parse import quote
 
 import jinja2
 
+from newsletter import addresses
 from newsletter.config import Settings
 from newsletter.content.model import Issue
-from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id
+from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
 from newsletter.delivery.prepared import PreparedDigest, prepare
 from newsletter.delivery.transports import Outgoing
 from newsletter.render.cache import BoundedCache, ProfileCache
@@ -170,17 +171,44 @@ def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDi
     )
 
 
-def compose(
-    ctx: IssueContext, recipient: RecipientData, *, campaign_id: int, preview: bool
-) -> Composed:
-    """One recipient's message: the profile's encoded message with their values spliced in."""
+@dataclass(frozen=True)
+class Profile:
+    """A profile's digest, rendered and encoded once for every recipient who shares it."""
+
+    key: str
+    digest: RenderedDigest
+    prepared: PreparedDigest
+
+
+def profile_message(ctx: IssueContext, recipient: RecipientData) -> Profile:
+    """The recipient's profile, rendered and encoded (cached).
+
+    What fails here fails for everyone of the profile, whoever they are: the issue or the
+    templates are at fault, not the recipient.
+    """
     key, digest = digest_for(ctx, recipient)
+    return Profile(key, digest, _prepared(ctx, key, digest))
+
+
+def personal_message(
+    ctx: IssueContext,
+    recipient: RecipientData,
+    profile: Profile,
+    *,
+    campaign_id: int,
+    preview: bool,
+) -> Composed:
+    """The profile's encoded message with one recipient's address, name and links spliced in.
+
+    What fails here (an address with no wire form, say) is this recipient's alone.
+    """
     settings = ctx.settings
     unsubscribe, preferences, mailto = recipient_links(settings, recipient.token_key)
+    to = addresses.wire(recipient.email)
     envelope = Envelope(
         from_address=settings.sender.address,
         from_name=settings.sender.name,
-        to_address=recipient.email,
+        to_address=to,
         to_name=recipient.name,
         message_id=message_id(
             settings.secret, campaign_id, recipient.subscriber_id, settings.domain
@@ -190,18 +218,27 @@ def compose(
         unsubscribe_mailto=mailto,
         reply_to=settings.sender.reply_to,
     )
+    digest = profile.digest
     who = Recipient(recipient.name, unsubscribe, preferences)
     text_values, html_values = recipient_values(who, digest.language)
-    parts = _prepared(ctx, key, digest).parts(envelope, text_values, html_values)
+    parts = profile.prepared.parts(envelope, text_values, html_values)
     if ctx.dkim is not None:
         data = b"".join(parts)
         signed = dkim_sign(data, ctx.dkim)  # the DKIM-Signature header, then `data`
         parts = [signed[: len(signed) - len(data)], *parts]
     letter = Letter(
-        mail_from=settings.sender.address,
-        rcpt=recipient.email,
+        mail_from=sender_address(settings.sender.address, "[sender] address"),
+        rcpt=to,
         parts=tuple(parts),
         name=f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}",
         html_preview=personalise(digest, who).html if preview else None,
     )
-    return Composed(letter, key, envelope.message_id)
+    return Composed(letter, profile.key, envelope.message_id)
+
+
+def compose(
+    ctx: IssueContext, recipient: RecipientData, *, campaign_id: int, preview: bool
+) -> Composed:
+    """One recipient's message: the profile's encoded message with their values spliced in."""
+    profile = profile_message(ctx, recipient)
+    return personal_message(ctx, recipient, profile, campaign_id=campaign_id, preview=preview)

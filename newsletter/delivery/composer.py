@@ -38,10 +38,16 @@ from newsletter.config import Settings
 from newsletter.content.model import Issue
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
-from newsletter.delivery.compose import IssueContext, Letter, RecipientData, compose
+from newsletter.delivery.compose import (
+    IssueContext,
+    Letter,
+    RecipientData,
+    personal_message,
+    profile_message,
+)
 from newsletter.delivery.ledger import Claimed
 from newsletter.delivery.message import DkimKey
-from newsletter.errors import DeliveryError
+from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.models import Campaign, CampaignState, Subscriber, SubscriberStatus
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.environment import make_environment, templates_root
@@ -63,12 +69,21 @@ class Job:
 
 
 class IssueRenderError(DeliveryError):
-    """The issue itself cannot be rendered (not one recipient's data): its campaign pauses."""
+    """The issue itself cannot be rendered (not one recipient's data): its campaign pauses.
+
+    `claim_and_compose` raises it once the batch's rows are released, so none stays leased.
+    """
 
     def __init__(self, slug: str, reason: str) -> None:
         self.slug = slug
         self.reason = reason
-        super().__init__(f"issue {slug} cannot be rendered: {reason}; correct the issue, then resume")
+        super().__init__(
+            f"issue {slug} cannot be rendered: {reason}; correct the issue, then resume"
+        )
+
+    def __reduce__(self) -> tuple[type[IssueRenderError], tuple[str, str]]:
+        # Rebuilt from its own arguments when it crosses from the helper process to the sender.
+        return (type(self), (self.slug, self.reason))
 
 
 def claim_and_compose(
@@ -90,7 +105,34 @@ def claim_and_compose(
         claimed = ledger.claim(
             session, campaign_id, now=now, limit=limit, worker=worker, lease=lease
         )
-        return _compose(session, ctx, campaign_id, claimed, preview=preview) if claimed else []
+        if not claimed:
+            return []
+        try:
+            return _compose(session, ctx, campaign_id, claimed, preview=preview)
+        except BaseException:
+            # Nothing of this batch goes on the wire: give the rows back now rather than at the
+            # end of their lease, so a resumed campaign (or another sender) finds them at once.
+            _release_quietly(session, [row.delivery_id for row in claimed], now)
+            raise
+
+
+def _release_quietly(session: Session, ids: Sequence[int], now: dt.datetime) -> None:
+    try:
+        session.rollback()
+        ledger.release(session, ids, now)
+    except Exception:
+        pass  # the database is what failed: the leases end on their own, and the first error tells
+
+
+# What one recipient's values can break while they are spliced in and encoded: an address with
+# no wire form (AddressError is a ValueError), a value the encoder refuses (UnicodeError is one
+# too), a header check (DeliveryError). Anything else is a fault of the program, not of the row.
+_ROW_FAULTS = (ValueError, LookupError, NewsletterError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _compose(
@@ -120,7 +162,18 @@ def _compose(
             subscriber_id=row.subscriber_id, email=email, name=name, language=language,
             embassy=embassy, sectors=sectors.get(row.subscriber_id, ()), token_key=token_key,
         )  # fmt: skip
-        composed = compose(ctx, recipient, campaign_id=campaign_id, preview=preview)
+        try:
+            profile = profile_message(ctx, recipient)
+        except Exception as exc:
+            raise IssueRenderError(ctx.issue.slug, _one_line(exc)) from exc
+        try:
+            composed = personal_message(
+                ctx, recipient, profile, campaign_id=campaign_id, preview=preview
+            )
+        except _ROW_FAULTS as exc:
+            reason = f"cannot compose this message: {_one_line(exc)}"
+            jobs.append(Job(row, None, profile.key, error=reason))
+            continue
         jobs.append(Job(row, composed.letter, composed.profile, composed.message_id))
     return jobs
 

@@ -10,14 +10,19 @@ from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
+from email.policy import Policy
 
 import dkim
 
+from newsletter import addresses
 from newsletter.errors import DeliveryError
 
 # SMTP policy: CRLF line ends, RFC 2047 encoded words, 78-column folding.
 SMTP_POLICY = policy.SMTP.clone(max_line_length=78)
+# For a message to an address whose local part is not ASCII, and only for it: raw UTF-8 headers
+# (RFC 6532), which the transport may send only to a server offering SMTPUTF8.
+SMTPUTF8_POLICY = SMTP_POLICY.clone(utf8=True)
 DKIM_HEADERS = (
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Unsubscribe",
     b"List-Unsubscribe-Post", b"List-Id", b"MIME-Version", b"Content-Type",
@@ -47,6 +52,34 @@ def display_name(value: str) -> str:
     return " ".join(_SPECIALS.sub(" ", clean(value)).split())[:MAX_DISPLAY_NAME].strip()
 
 
+def sender_address(value: str, setting: str) -> str:
+    """A configured address (From, Reply-To, the envelope sender) in its ASCII wire form.
+
+    Shared by every message of a send, so one that needs SMTPUTF8 is refused as configuration.
+    """
+    if value.isascii():
+        return value  # as configured: the configuration owns its checks, and sends work today
+    wired = addresses.wire(value)
+    if not wired.isascii():
+        raise DeliveryError(
+            f"{setting} {value!r} has a non-ASCII local part, which every message would need "
+            "SMTPUTF8 for; configure an ASCII address"
+        )
+    return wired
+
+
+def _address_header(name: str, wire: str) -> Address:
+    if wire.isascii():
+        return Address(display_name(name), addr_spec=wire)
+    # The email package refuses to parse a non-ASCII local part, but writes one it is handed.
+    local, _, domain = wire.rpartition("@")
+    return Address(display_name(name), username=local, domain=domain)
+
+
+def _policy(wire_to: str) -> Policy:
+    return SMTP_POLICY if wire_to.isascii() else SMTPUTF8_POLICY
+
+
 @dataclass(frozen=True)
 class Envelope:
     """Everything about one message that is not its content."""
@@ -71,11 +104,15 @@ def message_id(secret: bytes, campaign_id: int, subscriber_id: int, domain: str)
 def build_message(
     envelope: Envelope, *, subject: str, text: str, html: str, date: str | None = None
 ) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP_POLICY)
-    msg["From"] = Address(display_name(envelope.from_name), addr_spec=envelope.from_address)
-    msg["To"] = Address(display_name(envelope.to_name), addr_spec=envelope.to_address)
+    to = addresses.wire(envelope.to_address)
+    msg = EmailMessage(policy=_policy(to))
+    msg["From"] = Address(
+        display_name(envelope.from_name),
+        addr_spec=sender_address(envelope.from_address, "[sender] address"),
+    )
+    msg["To"] = _address_header(envelope.to_name, to)
     if envelope.reply_to:
-        msg["Reply-To"] = envelope.reply_to
+        msg["Reply-To"] = sender_address(envelope.reply_to, "[sender] reply_to")
     msg["Subject"] = clean(subject)
     msg["Date"] = date or email.utils.formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = envelope.message_id
@@ -90,7 +127,7 @@ def build_message(
 
 def serialise(msg: EmailMessage, envelope: Envelope) -> bytes:
     """Bytes for the wire, re-parsed to prove the headers say what we meant."""
-    data = msg.as_bytes(policy=SMTP_POLICY)
+    data = msg.as_bytes(policy=_policy(addresses.wire(envelope.to_address)))
     verify_headers(data, envelope)
     return data
 
@@ -98,13 +135,19 @@ def serialise(msg: EmailMessage, envelope: Envelope) -> bytes:
 def verify_headers(data: bytes, envelope: Envelope) -> None:
     # Python's header folding has had bugs that could turn a display name into a second
     # address; parse what we wrote and insist on exactly one recipient, the right one.
-    parsed = BytesHeaderParser(policy=policy.default).parsebytes(data)
+    head = data.split(b"\r\n\r\n", 1)[0]
+    if head.isascii():
+        parsed = BytesHeaderParser(policy=policy.default).parsebytes(data)
+    else:  # UTF-8 headers (RFC 6532): the bytes parser would see undecodable bytes
+        parsed = HeaderParser(policy=policy.default).parsestr(head.decode() + "\r\n\r\n")
     to = parsed["To"]
-    addresses: tuple[Address, ...] = getattr(to, "addresses", ())
-    if len(addresses) != 1 or addresses[0].addr_spec.lower() != envelope.to_address.lower():
+    found: tuple[Address, ...] = getattr(to, "addresses", ())
+    expected = addresses.wire(envelope.to_address).lower()
+    if len(found) != 1 or found[0].addr_spec.lower() != expected:
         raise HeaderInjectionError("To")
     sender: tuple[Address, ...] = getattr(parsed["From"], "addresses", ())
-    if len(sender) != 1 or sender[0].addr_spec.lower() != envelope.from_address.lower():
+    expected = sender_address(envelope.from_address, "[sender] address").lower()
+    if len(sender) != 1 or sender[0].addr_spec.lower() != expected:
         raise HeaderInjectionError("From")
     if parsed["Message-ID"] != envelope.message_id:
         raise HeaderInjectionError("Message-ID")

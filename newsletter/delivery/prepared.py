@@ -9,9 +9,9 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from newsletter.delivery.message import Envelope, display_name
+from newsletter import addresses
+from newsletter.delivery.message import Envelope, display_name, sender_address
 from newsletter.delivery.splice import SplicedPart, split_part
-from newsletter.errors import DeliveryError
 from newsletter.render.digest import PLACEHOLDER_RE, RenderedDigest
 
 _PRINTABLE_WORDS = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/^_`{|}~]*$")
@@ -83,16 +83,21 @@ class PreparedDigest:
         self, envelope: Envelope, text_values: dict[str, str], html_values: dict[str, str]
     ) -> list[bytes]:
         """One recipient's message in pieces; the long ones are this profile's, shared."""
-        if "\r" in envelope.to_address or "\n" in envelope.to_address or "<" in envelope.to_address:
-            raise DeliveryError(f"refusing to send to a malformed address {envelope.to_address!r}")
+        # AddressError for anything that is not one valid address: nothing else can reach the header.
+        to = addresses.wire(envelope.to_address)
+        # The wire form is ASCII unless the local part is not: then, for this message only, the
+        # To header is UTF-8 (RFC 6532), which the transport may send only with SMTPUTF8.
+        to_header = f"To: {address(envelope.to_name, to)}\r\n".encode(
+            "ascii" if to.isascii() else "utf-8"
+        )
         headers = (
-            f"To: {address(envelope.to_name, envelope.to_address)}\r\n"
             f"Date: {self.clock.now()}\r\n"
             f"Message-ID: {envelope.message_id}\r\n"
             f"List-Unsubscribe: <{envelope.unsubscribe_url}>,\r\n <{envelope.unsubscribe_mailto}>\r\n"
         ).encode("ascii")
         return [
             self.head,
+            to_header,
             headers,
             self.tail,
             *self.text.pieces({k: v.encode() for k, v in text_values.items()}),
@@ -112,12 +117,12 @@ def prepare(
 ) -> PreparedDigest:
     boundary = f"=_nl_{secrets.token_hex(12)}"
     subject = " ".join(digest.subject.split())
-    head = _header("From", address(from_name, from_address))
+    head = _header("From", address(from_name, sender_address(from_address, "[sender] address")))
     head += _header(
         "Subject", subject if subject.isascii() and len(subject) < 900 else encoded_words(subject)
     )
     if reply_to:
-        head += _header("Reply-To", f"<{reply_to}>")
+        head += _header("Reply-To", f"<{sender_address(reply_to, '[sender] reply_to')}>")
     part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
     tail = b"".join(
         (

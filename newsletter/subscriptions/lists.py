@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
-
+from newsletter import addresses
 from newsletter.errors import ListImportError
 
 LIST_COLUMNS = ("email", "name", "title", "sectors", "language")
@@ -63,11 +63,14 @@ class BadRowsError(ListImportError):
 
 
 def normalise_email(raw: str) -> str:
-    """The address as stored: validated syntax, lowercased (one person, one row)."""
+    """`addresses.normalise`, raising a ValueError that says only what is wrong.
+
+    For callers that name the address in their own message; new code calls `addresses.normalise`.
+    """
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
+        return addresses.normalise(raw)
+    except addresses.AddressError as exc:
+        raise ValueError(exc.reason) from None
 
 
 def _bad_char(ch: str) -> bool:
@@ -114,9 +117,9 @@ def _parse_record(cells: dict[str, str], line: int, refs: _Refs) -> ListRow | Ro
         return RowError(refs.source, line, column, reason)
 
     try:
-        email = normalise_email(cells.get("email", ""))
-    except ValueError as exc:
-        return bad("email", f"{cells.get('email', '')!r}: {exc}")
+        email = addresses.normalise(cells.get("email", ""))
+    except addresses.AddressError as exc:
+        return bad("email", str(exc))
     embassy = refs.embassy or cells.get("embassy", "")
     if refs.embassy and cells.get("embassy", "") not in ("", refs.embassy):
         return bad("embassy", f"{cells['embassy']!r} differs from the file name ({refs.embassy})")
@@ -151,6 +154,47 @@ def _header(reader: csv.DictReader[str]) -> tuple[str, ...]:
     return names
 
 
+def _header_problem(
+    header: Sequence[str], required: Sequence[str], *, embassy: bool
+) -> tuple[str, str] | None:
+    """(column, why) the header row cannot be read as the columns of a list, or None."""
+    example = ",".join(LIST_COLUMNS)
+    if not any(header):
+        return (
+            "header",
+            f"the file is empty or its first line names no columns; start it with {example}",
+        )
+    if any("@" in name for name in header):
+        return "header", (
+            f"the first line holds an address, not column names; add a header line such as {example}"
+        )
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, 1):
+        if not name:
+            continue  # an unnamed column (trailing commas a spreadsheet adds) is ignored
+        if name in seen:
+            # A reader keeps only one of the two; which one the spreadsheet meant is unknowable.
+            return name, (
+                f"column {name!r} appears twice in the header (columns {seen[name]} and "
+                f"{number}); keep one and delete or rename the other"
+            )
+        seen[name] = number
+    known = (*EXPORT_COLUMNS, "embassy")
+    for name in header:
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if name and name not in known and near:
+            # A misspelt column would be ignored and its values lost without a word.
+            return (
+                name,
+                f"unknown column {name!r}: did you mean {near[0]!r}? Rename it, or its cells are lost",
+            )
+    missing = [c for c in required if c not in header]
+    if missing:
+        hint = "" if embassy else "; name the file <embassy-code>.csv or add an embassy column"
+        return ",".join(missing), f"missing column(s) in the header{hint}"
+    return None
+
+
 def parse_list(
     text: str,
     *,
@@ -166,11 +210,9 @@ def parse_list(
     except csv.Error as exc:
         return [], [RowError(source, 1, "header", f"not a CSV header: {exc}")]
     required = ("email",) if embassy else ("email", "embassy")
-    missing = [c for c in required if c not in header]
-    if missing:
-        hint = "" if embassy else "; name the file <embassy-code>.csv or add an embassy column"
-        reason = f"missing column(s) in the header{hint}"
-        return [], [RowError(source, 1, ",".join(missing), reason)]
+    problem = _header_problem(header, required, embassy=embassy is not None)
+    if problem is not None:
+        return [], [RowError(source, 1, *problem)]
     refs = _Refs(source, embassy, embassies, sectors)
     rows: list[ListRow] = []
     errors: list[RowError] = []

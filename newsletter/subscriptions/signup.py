@@ -8,10 +8,11 @@ from enum import StrEnum
 
 from sqlmodel import Session
 
+from newsletter import addresses
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lifecycle import Actor
-from newsletter.subscriptions.lists import LANGUAGES, ListRow, check_text, normalise_email
+from newsletter.subscriptions.lists import LANGUAGES, ListRow, check_text
 
 # Problems are told in both languages of the pages: Chinese first, English after.
 PROBLEMS = {
@@ -68,8 +69,8 @@ def check_form(
     """The cleaned form, or None and a problem per field."""
     problems: dict[str, str] = {}
     try:
-        address = normalise_email(email)
-    except ValueError:
+        address = addresses.normalise(email)
+    except addresses.AddressError:
         address = ""
         problems["email"] = PROBLEMS["email"]
     if check_text(name.strip(), "name"):
