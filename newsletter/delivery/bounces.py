@@ -40,6 +40,10 @@ class Bounce:
     date: dt.datetime | None = None  # when the report was written (aware), if it says
 
 
+class UnreadableReport(NewsletterError, ValueError):
+    """One message cannot be read as a report (too deeply nested, too many parts)."""
+
+
 class BounceSourceError(NewsletterError, OSError):
     """A path given to read bounces from cannot be read."""
 
@@ -61,6 +65,16 @@ _NO_FAILURE = ("delivered", "relayed", "expanded")
 # soft, so a refusal that keeps coming still disables after the threshold.
 _SOFT_DESPITE_PERMANENT = ("5.2.2", "5.3.4", "5.6.", "5.7.")
 _MAX_DIAGNOSTIC = 1000
+# A delivery report is a few parts deep (report, returned message, its alternatives). The
+# standard parser recurses once per nested message/* or multipart/* part and overflows the
+# stack near 1,000 levels, so a message is measured before it is parsed and after.
+MAX_DEPTH = 20
+MAX_CONTAINERS = 100
+# Every level the parser descends into needs a Content-Type of multipart/* or message/*
+# (a multipart/digest part defaults to message/rfc822, whose own content must declare one to
+# go deeper): counting these declarations bounds the depth at 2 * count + 1 before parsing.
+# The name must start a line (the parser splits lines at CR or LF) and the value may be folded.
+_CONTAINER = re.compile(rb"(?:^|(?<=[\r\n]))content-type:\s*(?:multipart|message)/", re.IGNORECASE)
 
 
 def parse_bounces(data: bytes, *, domain: str | None = None) -> tuple[Bounce, ...] | None:
@@ -68,16 +82,24 @@ def parse_bounces(data: bytes, *, domain: str | None = None) -> tuple[Bounce, ..
 
     A DSN that reports only successes (delivered, relayed, expanded) gives an empty tuple.
     `domain`: a campaign id is read only from Message-IDs at this domain (any, when None).
+    `UnreadableReport` when the message nests parts deeper than `MAX_DEPTH` or holds more
+    than `MAX_CONTAINERS` multipart or message parts.
     """
-    msg = email.message_from_bytes(data)
-    if msg.get_content_type() != "multipart/report" or _report_type(msg) != "delivery-status":
+    if not _is_report(BytesHeaderParser().parsebytes(data)):  # headers only: no recursion
         return None
-    status_part = next((p for p in msg.walk() if p.get_content_type() in _STATUS_PARTS), None)
+    _check_containers(data)
+    msg = email.message_from_bytes(data)
+    if not _is_report(msg):
+        return None
+    parts = _parts(msg)
+    status_part = next((p for p in parts if p.get_content_type() in _STATUS_PARTS), None)
     if status_part is None:
         return None
     blocks = [_fields(block) for block in _status_blocks(status_part)]
     headers = _fields(msg)
-    original = _original_message_id(msg)
+    original = _original_message_id(parts) or next(
+        (i for i in (_clean_id(b.get("original-message-id", "")) for b in blocks) if i), ""
+    )
     campaign = _campaign_id(original, domain)
     report_id = _clean_id(headers.get("message-id", "")) or _digest(data)
     date = _date(headers.get("date", "")) or next(
@@ -139,6 +161,10 @@ def _action_from(status: str) -> str:
     return {"5": "failed", "4": "delayed"}.get(status[:1], "")
 
 
+def _is_report(msg: Message) -> bool:
+    return msg.get_content_type() == "multipart/report" and _report_type(msg) == "delivery-status"
+
+
 def _report_type(msg: Message) -> str:
     value = msg.get_param("report-type")
     if isinstance(value, tuple):  # RFC 2231 encoded parameter
@@ -184,15 +210,39 @@ def _address(value: str) -> str:
     return address
 
 
-def _original_message_id(msg: Message) -> str:
-    for part in msg.walk():
+def _check_containers(data: bytes) -> None:
+    for count, _ in enumerate(_CONTAINER.finditer(data), start=1):
+        if count > MAX_CONTAINERS:
+            raise UnreadableReport(
+                f"more than {MAX_CONTAINERS} multipart or message parts (a report has a few)"
+            )
+
+
+def _parts(msg: Message) -> list[Message]:
+    """Every part, in the order of `Message.walk`, without recursion and at most MAX_DEPTH deep."""
+    found: list[Message] = []
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UnreadableReport(f"parts nested deeper than {MAX_DEPTH} levels")
+        found.append(part)
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
+    return found
+
+
+def _original_message_id(parts: Sequence[Message]) -> str:
+    """The Message-ID of the returned original: its headers, or the whole returned message."""
+    for part in parts:
         kind = part.get_content_type()
         if kind in _HEADER_PARTS:
             raw = part.get_payload(decode=True)
             if isinstance(raw, bytes):
                 headers = BytesHeaderParser().parsebytes(raw)
                 return _clean_id(_fields(headers).get("message-id", ""))
-        elif kind == "message/rfc822":
+        elif kind in ("message/rfc822", "message/global"):
             inner = part.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 return _clean_id(_fields(inner[0]).get("message-id", ""))
