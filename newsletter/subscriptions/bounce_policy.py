@@ -1,4 +1,9 @@
-"""What bounces do to subscribers: hard ones disable at once, soft ones count to a threshold."""
+"""What bounces do to subscribers: hard ones disable at once, soft ones count to a threshold.
+
+Only bounces of our own mail act: a report must return the Message-ID of a message the ledger
+says we sent to the very address it names. Anyone can write a DSN; only we hold the key behind
+our Message-IDs (see `delivery.message.message_id`).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,19 @@ from enum import StrEnum
 from sqlmodel import Session, col, select
 
 from newsletter.delivery.bounces import Bounce, BounceKind
-from newsletter.errors import ConfigError, NotFoundError
+from newsletter.errors import ConfigError
 from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
-from newsletter.subscriptions.store import audit, find, set_status
+from newsletter.subscriptions import lifecycle, suppression
+from newsletter.subscriptions.lifecycle import Actor
+from newsletter.subscriptions.lists import normalise_email
+from newsletter.subscriptions.store import audit
 
 DEFAULT_SOFT_THRESHOLD = 3
 DEFAULT_SOFT_WINDOW = dt.timedelta(days=30)
 SOFT_BOUNCE = "soft-bounce"  # AuditEvent.action of a counted soft bounce
-ACTOR, VIA = "dsn", "bounce"  # the engine's own 5.1.x bounces are actor "smtp", via "bounce"
-
-# A bounce never overrides a person's own choice: their unsubscribe or complaint stands.
-_INACTIVE = frozenset({SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.COMPLAINED})
+ACTOR, VIA = "dsn", "bounce"
+SMTP = Actor("smtp", VIA)  # a 5.1.x refusal at send time
+NO_MESSAGE_OF_OURS = "no message of ours"
 # The detail starts with what re-reading needs (the raw reason follows, and may hold anything).
 _DETAIL = re.compile(r"report=(\S+) message=(\S+) campaign=\S+ date=(\S+) \|")
 
@@ -34,6 +41,7 @@ class Outcome(StrEnum):
     INACTIVE = "inactive"  # unsubscribed or complained: nothing recorded
     DUPLICATE = "duplicate"  # this report was ingested before for this subscriber
     UNKNOWN = "unknown"  # no subscriber with this address
+    NOT_OURS = "not-ours"  # about no message we sent to this address: forged or someone else's
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,24 @@ class Applied:
     bounce: Bounce
     outcome: Outcome
     email: str  # the subscriber's address as stored; "" when unknown
+    reason: str = ""  # why nothing was done, for NOT_OURS
+
+
+def record_smtp_bounce(
+    session: Session, subscriber_id: int, detail: str, *, now: dt.datetime
+) -> bool:
+    """A 5.1.x refusal at send time: mark the subscriber bounced (no commit; the caller does).
+
+    Only an active or pending subscriber becomes bounced, audited as actor "smtp" via "bounce";
+    an unsubscribed, complained, erased or already bounced one is left as is. `now` (the
+    sender's clock) dates the change. Returns whether the status changed.
+    """
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or not lifecycle.bounce(session, subscriber, actor=SMTP, detail=detail):
+        return False
+    subscriber.status_changed_at = now
+    session.add(subscriber)
+    return True
 
 
 def apply_bounces(
@@ -78,7 +104,7 @@ def apply_bounces(
 
 
 def tally(applied: Sequence[Applied]) -> dict[str, int]:
-    """Counts for the summary: hard, soft, disabled, counted, already, unknown."""
+    """Counts for the summary: hard, soft, disabled, counted, already, unknown, not ours."""
     outcomes = Counter(a.outcome for a in applied)
     kinds = Counter(a.bounce.kind for a in applied)
     already = outcomes[Outcome.ALREADY] + outcomes[Outcome.DUPLICATE] + outcomes[Outcome.INACTIVE]
@@ -86,21 +112,24 @@ def tally(applied: Sequence[Applied]) -> dict[str, int]:
         "hard": kinds[BounceKind.HARD], "soft": kinds[BounceKind.SOFT],
         "disabled": outcomes[Outcome.DISABLED], "counted": outcomes[Outcome.COUNTED],
         "already": already, "unknown": outcomes[Outcome.UNKNOWN],
+        "not_ours": outcomes[Outcome.NOT_OURS],
     }  # fmt: skip
 
 
 def _apply(
     session: Session, bounce: Bounce, *, now: dt.datetime, threshold: int, window: dt.timedelta
 ) -> Applied:
-    subscriber = _subscriber(session, bounce)
+    subscriber, why = _sent_to(session, bounce)
     if subscriber is None or subscriber.id is None:
-        return Applied(bounce, Outcome.UNKNOWN, "")
+        return Applied(bounce, Outcome.NOT_OURS, "", why)
+    if suppression.is_erased(subscriber):
+        return Applied(bounce, Outcome.INACTIVE, "")
     history = _history(session, subscriber.id)
     if bounce.report_id in _reports(history):
         return Applied(bounce, Outcome.DUPLICATE, subscriber.email)
     if subscriber.status == SubscriberStatus.BOUNCED:
         return Applied(bounce, Outcome.ALREADY, subscriber.email)
-    if subscriber.status in _INACTIVE:
+    if subscriber.status not in lifecycle.BOUNCEABLE:
         return Applied(bounce, Outcome.INACTIVE, subscriber.email)
     detail = _detail(bounce, bounce.date or now)
     if bounce.kind is BounceKind.HARD:
@@ -117,25 +146,39 @@ def _apply(
     return Applied(bounce, Outcome.DISABLED, subscriber.email)
 
 
-def _subscriber(session: Session, bounce: Bounce) -> Subscriber | None:
-    """By address (as sent, then as finally delivered), else by our Message-ID in the ledger."""
-    for address in dict.fromkeys((bounce.recipient, bounce.final_recipient)):
-        try:
-            return find(session, address)
-        except NotFoundError:
-            continue
+def _sent_to(session: Session, bounce: Bounce) -> tuple[Subscriber | None, str]:
+    """The subscriber the ledger says we sent the returned message to, if the report names them;
+    else None and why the report is not about our mail."""
     if bounce.campaign_id is None or not bounce.message_id:
-        return None
-    subscriber_id = session.exec(
+        return None, NO_MESSAGE_OF_OURS  # no Message-ID of ours (at our domain) returned
+    subscriber_ids = session.exec(
         select(Delivery.subscriber_id).where(
             Delivery.campaign_id == bounce.campaign_id, Delivery.message_id == bounce.message_id
         )
-    ).first()
-    return session.get(Subscriber, subscriber_id) if subscriber_id is not None else None
+    ).all()
+    if not subscriber_ids:
+        return None, NO_MESSAGE_OF_OURS
+    named = {_normalised(a) for a in (bounce.recipient, bounce.final_recipient)} - {""}
+    for subscriber_id in subscriber_ids:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is not None and (
+            subscriber.email in named or suppression.is_erased(subscriber)
+        ):
+            return subscriber, ""
+    # Our message, but the report names someone else: a forward that lost the address we sent
+    # to, or a forgery by someone who saw the message. Neither says our recipient's box fails.
+    return None, f"{NO_MESSAGE_OF_OURS} to {bounce.recipient}"
+
+
+def _normalised(address: str) -> str:
+    try:
+        return normalise_email(address)
+    except ValueError:
+        return ""
 
 
 def _disable(session: Session, subscriber: Subscriber, detail: str) -> None:
-    set_status(session, subscriber, SubscriberStatus.BOUNCED, actor=ACTOR, via=VIA, detail=detail)
+    lifecycle.bounce(session, subscriber, actor=Actor(ACTOR, VIA), detail=detail)
 
 
 def _detail(bounce: Bounce, date: dt.datetime) -> str:
@@ -179,3 +222,113 @@ def _reaches(dates: Sequence[dt.datetime], threshold: int, window: dt.timedelta)
     return any(
         dates[i + threshold - 1] - dates[i] <= window for i in range(len(dates) - threshold + 1)
     )
+
+
+@dataclass(frozen=True)
+class Undone:
+    """One subscriber an un-bounce was asked for: the status they returned to, or why not."""
+
+    email: str
+    status: str = ""  # "active" or "pending"; "" when refused
+    refused: str = ""
+
+
+def bounced_since(session: Session, since: dt.datetime, *, matching: str = "") -> list[Subscriber]:
+    """Bounced subscribers whose bounce came at or after `since` (not erased ones), by address.
+
+    `matching`: only those whose bounce's recorded reason contains this text (any case), so a
+    relay's blanket refusal can be undone without undoing the genuine bounces of that time.
+    """
+    query = (
+        select(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.BOUNCED,
+            col(Subscriber.status_changed_at) >= since,
+            col(Subscriber.email).not_like(suppression.erased_pattern()),
+        )
+        .order_by(col(Subscriber.email))
+    )
+    found = list(session.exec(query).all())
+    if not matching:
+        return found
+    wanted = matching.casefold()
+    return [s for s in found if wanted in _bounce_detail(session, s).casefold()]
+
+
+def _bounce_detail(session: Session, subscriber: Subscriber) -> str:
+    assert subscriber.id is not None
+    query = (
+        select(AuditEvent.detail)
+        .where(
+            AuditEvent.subscriber_id == subscriber.id,
+            AuditEvent.action == "status",
+            AuditEvent.new_status == str(SubscriberStatus.BOUNCED),
+        )
+        .order_by(col(AuditEvent.id).desc())
+    )
+    return session.exec(query).first() or ""
+
+
+def undo_bounces(
+    session: Session,
+    secret: bytes,
+    *,
+    emails: Sequence[str] = (),
+    since: dt.datetime | None = None,
+    matching: str = "",
+    reason: str,
+    actor: Actor,
+    by: str = "",
+    commit: bool = True,
+) -> list[Undone]:
+    """Return wrongly bounced subscribers to where they were, audited; one transaction.
+
+    The named `emails` (each refused with the reason when not bounced, unknown, erased or
+    suppressed), then everyone `bounced_since(since, matching=...)`. `commit=False`: a dry run.
+    """
+    why = lifecycle.unbounce_reason(reason)  # before anything: no reason, no change
+    done: list[Undone] = []
+    seen: set[int] = set()
+    try:
+        targets: list[tuple[str, Subscriber | None]] = [
+            (e, _by_address(session, e)) for e in emails
+        ]
+        if since is not None:
+            targets += [(s.email, s) for s in bounced_since(session, since, matching=matching)]
+        for asked, subscriber in targets:
+            if subscriber is None or subscriber.id is None:
+                done.append(Undone(asked, refused=_missing(session, secret, asked)))
+                continue
+            if subscriber.id in seen:
+                continue
+            seen.add(subscriber.id)
+            try:
+                status = lifecycle.unbounce(
+                    session, secret, subscriber, actor=actor, reason=why, by=by
+                )
+            except lifecycle.UnbounceError as exc:
+                done.append(Undone(subscriber.email, refused=str(exc)))
+                continue
+            done.append(Undone(subscriber.email, status=str(status)))
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    except Exception:
+        session.rollback()
+        raise
+    return done
+
+
+def _by_address(session: Session, address: str) -> Subscriber | None:
+    normalised = _normalised(address)
+    if not normalised:
+        return None
+    return session.exec(select(Subscriber).where(Subscriber.email == normalised)).first()
+
+
+def _missing(session: Session, secret: bytes, address: str) -> str:
+    normalised = _normalised(address)
+    if normalised and suppression.is_suppressed(session, secret, normalised):
+        return f"{normalised} was erased or is on the suppression list; it stays so"
+    return f"no subscriber {normalised or address!r}; see `newsletter subscribers list`"

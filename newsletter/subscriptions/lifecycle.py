@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ from newsletter.subscriptions.tokens import Claim, InvalidToken, Purpose, read_c
 
 S = SubscriberStatus
 # Moves anyone may ask for; reaching `active` from a departed state needs a fresh confirmation
-# (see `confirm`), never an import or a staff edit.
+# (see `confirm`), never an import or a staff edit; `unbounce` alone undoes a mail system's
+# fault. UNSUBSCRIBED and COMPLAINED never lead to BOUNCED: the person's choice stands.
 ALLOWED: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
     S.PENDING: frozenset({S.ACTIVE, S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
     S.ACTIVE: frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
@@ -24,6 +26,10 @@ ALLOWED: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
     S.BOUNCED: frozenset({S.ACTIVE, S.UNSUBSCRIBED}),
     S.COMPLAINED: frozenset({S.ACTIVE}),
 }
+# A bounce is the mail system's verdict, never the person's: it may end only a subscription
+# that works or awaits confirmation. An unsubscribe, a complaint or an erasure stands.
+BOUNCEABLE = frozenset({S.PENDING, S.ACTIVE})
+_MAX_REASON = 500
 
 
 class TransitionError(NewsletterError, ValueError):
@@ -31,6 +37,10 @@ class TransitionError(NewsletterError, ValueError):
         self.current = current
         self.wanted = wanted
         super().__init__(f"a subscriber who is {current} cannot become {wanted}")
+
+
+class UnbounceError(NewsletterError, ValueError):
+    """A subscriber cannot be un-bounced: not bounced, erased, suppressed, or no reason given."""
 
 
 class PreferencesError(NewsletterError, ValueError):
@@ -60,6 +70,64 @@ def change(
     if to not in ALLOWED[current]:
         raise TransitionError(current, to)
     return store.set_status(session, subscriber, to, actor=actor.who, via=actor.via, detail=detail)
+
+
+def bounce(session: Session, subscriber: Subscriber, *, actor: Actor, detail: str = "") -> bool:
+    """Mark an active or pending subscriber bounced (no commit); False, nothing written, else."""
+    if subscriber.status not in BOUNCEABLE or suppression.is_erased(subscriber):
+        return False
+    return change(session, subscriber, S.BOUNCED, actor=actor, detail=detail)
+
+
+def unbounce_reason(reason: str) -> str:
+    """The reason staff give for an un-bounce, checked: it is the audit's answer to "why"."""
+    text = " ".join(reason.split())
+    if not text:
+        raise UnbounceError("give a --reason: the audit log records why a bounce was undone")
+    if len(text) > _MAX_REASON or any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise UnbounceError(
+            f"--reason: use plain text of at most {_MAX_REASON} characters, no control characters"
+        )
+    return text
+
+
+def unbounce(
+    session: Session,
+    secret: bytes,
+    subscriber: Subscriber,
+    *,
+    actor: Actor,
+    reason: str,
+    by: str = "",
+) -> SubscriberStatus:
+    """Undo a wrong bounce (no commit): the status the subscriber returns to.
+
+    Not a re-subscription (which needs a fresh confirmation, see `confirm`): staff correct a
+    fault of the mail system (a relay answering "user unknown" for everyone), so the person
+    returns to where they were before it, active, or pending if they never confirmed. This is
+    the one staff edit that may leave `bounced`, and only to those two states.
+
+    `UnbounceError` when the subscriber is not bounced, was erased, or their address is on the
+    suppression list: an un-bounce never brings back someone who asked to be forgotten.
+    """
+    why = unbounce_reason(reason)
+    if suppression.is_erased(subscriber) or suppression.is_suppressed(
+        session, secret, subscriber.email
+    ):
+        raise UnbounceError(
+            f"{subscriber.email} was erased or is on the suppression list; it stays so"
+        )
+    if subscriber.status != S.BOUNCED:
+        raise UnbounceError(
+            f"{subscriber.email} is {subscriber.status}, not bounced: only bounced subscribers "
+            "can be un-bounced"
+        )
+    # confirmed_at is set once a subscription became active: without it, the person never
+    # confirmed, and undoing the bounce must not skip their confirmation.
+    to = S.ACTIVE if subscriber.confirmed_at is not None else S.PENDING
+    detail = f"bounce undone{f' by {by}' if by else ''}: {why}"
+    store.set_status(session, subscriber, to, actor=actor.who, via=actor.via, detail=detail)
+    return to
 
 
 def from_token(
