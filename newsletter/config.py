@@ -50,11 +50,20 @@ class DeliverySettings(BaseModel):
     rate: float = Field(default=0.0, ge=0)
     per_domain_rate: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=200, ge=1, le=5000)
-    max_attempts: int = Field(default=5, ge=1)
+    # Temporary failures are retried for retry_max_age_hours (RFC 5321: days, not minutes);
+    # max_attempts caps the attempts too (0: no cap, the time budget alone decides).
+    max_attempts: int = Field(default=0, ge=0)
     retry_base_seconds: float = Field(default=60.0, gt=0)
+    retry_cap_seconds: float = Field(default=7200.0, gt=0)
     retry_max_age_hours: float = Field(default=48.0, gt=0)
-    # A claimed row not recorded within this time belongs to a worker presumed dead.
+    # A claimed row not recorded within this time belongs to a worker presumed dead (a live
+    # sender renews its leases a third of this apart, however slow the relay).
     lease_seconds: float = Field(default=600.0, gt=0)
+    # Refusals in a row (no recipient accepted in between) that mean the relay is at fault,
+    # not the recipients: permanent ones at 3 or more domains pause the campaign, temporary
+    # ones make it back off. Nobody is failed or bounced by them.
+    refusal_burst: int = Field(default=10, ge=2)
+    deferral_burst: int = Field(default=10, ge=2)
     poll_seconds: float = Field(default=5.0, gt=0)
 
 
@@ -230,13 +239,19 @@ rate = 0
 per_domain_rate = 0
 # Ledger rows claimed per round trip to the database.
 batch_size = 200
-# 4xx replies and connection faults are retried with exponential backoff and jitter,
-# up to max_attempts or retry_max_age_hours after the first attempt.
-max_attempts = 5
+# 4xx replies and connection faults are retried with exponential backoff (capped at
+# retry_cap_seconds) and jitter, for retry_max_age_hours after the first attempt; max_attempts
+# caps the attempts as well (0: no cap).
+max_attempts = 0
 retry_base_seconds = 60
+retry_cap_seconds = 7200
 retry_max_age_hours = 48
 # A row claimed by a worker that has not reported back within this time is presumed lost.
 lease_seconds = 600
+# Refusals in a row that blame the relay, not the recipients: permanent ones (at 3 or more
+# domains) pause the campaign, temporary ones make it back off.
+refusal_burst = 10
+deferral_burst = 10
 # How often an idle worker looks for work.
 poll_seconds = 5
 

@@ -31,6 +31,7 @@ from newsletter.delivery.campaigns import (
     ledger,
     list_summaries,
     pause,
+    requeue_failed,
     resume,
     summarise,
 )
@@ -121,14 +122,34 @@ def campaign_cancel(
     """Stop for good: rows not yet sent are skipped, and its planned sends are cancelled."""
     settings = settings_for(ctx, config)
     with open_session(settings) as session:
-        skipped = cancel(session, get_campaign(session, campaign_id))
+        cancelled = cancel(session, get_campaign(session, campaign_id))
         plans = planned_ids(session, campaign_id)
         for plan_id in plans:
             cancel_plan(session, plan_id, utcnow())
         if plans:
             remove_jobs(session.get_bind(), [plan_job_id(p) for p in plans])  # type: ignore[arg-type]
+    flight = (
+        f"; {cancelled.in_flight} messages were already on the wire and are recorded as the "
+        f"server answers (`newsletter campaign status {campaign_id}`)"
+        if cancelled.in_flight
+        else ""
+    )
     err.print(
-        f"campaign {campaign_id} cancelled; {skipped} unsent rows skipped, {len(plans)} plans cancelled"
+        f"campaign {campaign_id} cancelled; {cancelled.skipped} unsent rows skipped, "
+        f"{len(plans)} plans cancelled{flight}"
+    )
+
+
+@campaign_app.command("requeue-failed")
+def campaign_requeue_failed(
+    ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
+) -> None:
+    """Failed rows of still-active subscribers wait again (after fixing what made them fail)."""
+    with open_session(settings_for(ctx, config)) as session:
+        requeued = requeue_failed(session, get_campaign(session, campaign_id))
+    err.print(
+        f"campaign {campaign_id}: {requeued} failed rows queued again; "
+        "`newsletter send` or a running `worker` sends them"
     )
 
 

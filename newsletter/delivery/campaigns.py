@@ -141,8 +141,18 @@ def resume(session: Session, campaign: Campaign) -> None:
     session.commit()
 
 
-def cancel(session: Session, campaign: Campaign) -> int:
-    """Stop for good: rows not yet sent become `skipped`. Rows already sent stay sent."""
+@dataclass(frozen=True)
+class Cancelled:
+    skipped: int  # rows that will never be sent
+    in_flight: int  # rows on the wire at that moment: each is recorded as what became of it
+
+
+def cancel(session: Session, campaign: Campaign) -> Cancelled:
+    """Stop for good: rows not yet sent become `skipped`. Rows already sent stay sent.
+
+    A sender that holds rows of this campaign marks none of them again; the messages it has on
+    the wire at this moment (at most one window) still end as their SMTP replies say.
+    """
     if campaign.state in (CampaignState.FINISHED, CampaignState.CANCELLED):
         raise CampaignStateError(campaign.id or 0, str(campaign.state), "cancelled")
     campaign.state, campaign.reason = CampaignState.CANCELLED, "cancelled by staff"
@@ -155,8 +165,37 @@ def cancel(session: Session, campaign: Campaign) -> int:
         )
         .values(state=DeliveryState.SKIPPED, reply="campaign cancelled", updated_at=utcnow())
     )
+    in_flight = counts(session, campaign.id or 0).get(DeliveryState.SENDING, 0)
     session.commit()
-    return _rowcount(result)
+    return Cancelled(_rowcount(result), in_flight)
+
+
+def requeue_failed(session: Session, campaign: Campaign) -> int:
+    """Failed rows wait again, attempts and retry budget reset (staff fixed what made them fail).
+
+    Only rows whose subscriber is still active: a bounce or an unsubscribe since then stands.
+    """
+    if campaign.state == CampaignState.CANCELLED:
+        raise CampaignStateError(campaign.id or 0, str(campaign.state), "requeued")
+    active = select(Subscriber.id).where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+    result = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.campaign_id) == campaign.id,
+            col(Delivery.state) == DeliveryState.FAILED,
+            col(Delivery.subscriber_id).in_(active),
+        )
+        .values(
+            state=DeliveryState.QUEUED, reply="", attempts=0, first_attempt_at=None,
+            next_attempt_at=None, lease_until=None, worker="", updated_at=utcnow(),
+        )
+    )  # fmt: skip
+    requeued = _rowcount(result)
+    if requeued and campaign.state == CampaignState.FINISHED:
+        campaign.state, campaign.finished_at, campaign.reason = CampaignState.SENDING, None, ""
+        session.add(campaign)
+    session.commit()
+    return requeued
 
 
 def counts(session: Session, campaign_id: int) -> dict[str, int]:

@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
 from newsletter.delivery import ledger
 from newsletter.delivery.campaigns import counts, mark_lost_unknown
 from newsletter.delivery.compose import IssueContext, RecipientData, profile_for
-from newsletter.delivery.composer import Composer, HelperSetup, Job, LocalComposer, ProcessComposer
+from newsletter.delivery.composer import (
+    Composer,
+    HelperSetup,
+    IssueRenderError,
+    Job,
+    LocalComposer,
+    ProcessComposer,
+)
 from newsletter.delivery.ledger import Outcome
+from newsletter.delivery.relay_watch import RelayWatch, Signal
 from newsletter.delivery.replies import Reply, Verdict, classify
 from newsletter.delivery.throttle import Throttle
-from newsletter.delivery.transports import CONNECTION_FAULT, Connection, Transport
+from newsletter.delivery.transports import Connection, Transport
 from newsletter.models import (
     Campaign,
     CampaignState,
@@ -36,8 +47,7 @@ from newsletter.models import (
 from newsletter.subscriptions.store import set_status
 
 Progress = Callable[[int], None]
-# This many 421 replies in one window means the server is shedding us: pause, don't hammer it.
-BURST_421 = 3
+log = logging.getLogger(__name__)
 # A helper process composes when a campaign has more rows waiting than this (and than two
 # batches): its start-up (imports, templates, a connection) costs about as much as sending
 # 3,000 messages gains here (bench/send.py --helper on|off).
@@ -50,7 +60,13 @@ def worker_name() -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 5
+    """Temporary failures are retried for a time budget (RFC 5321 4.5.4.1: days, not minutes).
+
+    `max_attempts` (0: none) caps the attempts as well; the budget alone decides by default, so
+    an outage of a quarter of an hour costs nobody their issue.
+    """
+
+    max_attempts: int = 0
     base: dt.timedelta = dt.timedelta(minutes=1)
     cap: dt.timedelta = dt.timedelta(hours=2)
     max_age: dt.timedelta = dt.timedelta(hours=48)
@@ -60,16 +76,27 @@ class RetryPolicy:
         return cls(
             max_attempts=settings.max_attempts,
             base=dt.timedelta(seconds=settings.retry_base_seconds),
+            cap=dt.timedelta(seconds=settings.retry_cap_seconds),
             max_age=dt.timedelta(hours=settings.retry_max_age_hours),
         )
 
     def next_attempt(self, attempts: int, now: dt.datetime, rng: random.Random) -> dt.datetime:
         """Exponential backoff with jitter in [0.5, 1.5) of the step, so retries spread out."""
-        step: dt.timedelta = min(self.base * (2 ** max(attempts - 1, 0)), self.cap)
+        step: dt.timedelta = min(self.base * (2 ** min(max(attempts - 1, 0), 30)), self.cap)
+        return now + step * (0.5 + rng.random())
+
+    def back_off(
+        self, since: dt.datetime | None, now: dt.datetime, rng: random.Random
+    ) -> dt.datetime:
+        """When a campaign whose server defers everyone tries again: the longer the server has
+        been deferring (since the oldest deferred row's first attempt), the longer the wait."""
+        waited = now - since if since is not None else dt.timedelta(0)
+        step = min(max(self.base, waited), self.cap)
         return now + step * (0.5 + rng.random())
 
     def gives_up(self, attempts: int, first: dt.datetime | None, now: dt.datetime) -> bool:
-        return attempts >= self.max_attempts or (first is not None and now - first >= self.max_age)
+        capped = self.max_attempts > 0 and attempts >= self.max_attempts
+        return capped or (first is not None and now - first >= self.max_age)
 
 
 @dataclass
@@ -86,6 +113,7 @@ class SendReport:
     state: str = ""
     reason: str = ""
     recovered_unknown: int = 0
+    lost: int = 0  # outcomes not written: the row was cancelled or passed to another worker
     replies: Counter[int] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -97,18 +125,6 @@ class SendReport:
         }  # fmt: skip
 
 
-def pause_reason(replies: Sequence[Reply]) -> str:
-    """Why a window's replies mean the fault is ours or the server's, not the recipients' ('' if not)."""
-    ours = next((r for r in replies if classify(r) is Verdict.PAUSE), None)
-    if ours is not None:
-        return str(ours)
-    if sum(1 for r in replies if r.code == 421) >= BURST_421:
-        return "the server keeps answering 421 (too busy or rate limited); resume later"
-    if replies and all(r.code == CONNECTION_FAULT for r in replies):
-        return f"cannot reach the SMTP server: {replies[0].text}"
-    return ""
-
-
 class SendEngine:
     """Sends one campaign's due rows; safe to run beside other engines on PostgreSQL.
 
@@ -117,6 +133,11 @@ class SendEngine:
     the number of rows waiting). A batch goes out in windows of `concurrency` messages: each
     window's rows are marked `sending` in the same commit that records the previous window, so a
     crash leaves at most one window `unknown`.
+
+    Every row the engine holds (claimed, waiting its turn, or on the wire) stays leased in its name
+    for as long as it holds it: a task renews the leases, however slow the relay or the rate
+    limit. Marking and recording touch only rows still held, and marking stops at once when staff
+    paused or cancelled the campaign, so pause and cancel take effect before the next window.
     """
 
     def __init__(
@@ -137,10 +158,13 @@ class SendEngine:
         self.db = db
         self.ctx = context
         self.transport = transport
-        self.batch_size = settings.batch_size
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
+        self.batch_size = _claim_limit(settings, max(1, transport.max_connections))
         self.retry = RetryPolicy.from_settings(settings)
         self.throttle = Throttle(settings.rate, settings.per_domain_rate)
+        self.watch = RelayWatch(
+            refusal_burst=settings.refusal_burst, deferral_burst=settings.deferral_burst
+        )
         self.clock = clock
         self.rng = rng or random.Random()
         self.progress = progress
@@ -148,10 +172,16 @@ class SendEngine:
         self.worker = worker or worker_name()
         self.helper = helper
         self.connections: list[Connection] = []
-        self.paused = ""
-        self._bounces: list[
-            tuple[int, str]
-        ] = []  # (subscriber, reply) to mark bounced at the next write
+        self.paused = ""  # why the engine pauses the campaign itself
+        self.halted = ""  # why it stops without pausing: staff paused or cancelled, or a back-off
+        self.backing_off: dt.datetime | None = None
+        # Delivery ids this engine holds: claimed and neither recorded nor released yet.
+        self.held: set[int] = set()
+        self._held_lock = threading.Lock()  # the loop, the ledger thread and renewals share it
+        self.lost = 0
+        # Permanent refusals that stand only once the relay accepts someone (see relay_watch).
+        self.suspects: list[tuple[Job, Reply, dt.datetime]] = []
+        self._bounces: list[tuple[int, str]] = []  # (subscriber, reply) to mark at the next write
 
     async def run(self, campaign_id: int) -> SendReport:
         started = time.perf_counter()
@@ -160,9 +190,12 @@ class SendEngine:
         try:
             with Session(self.db, expire_on_commit=False) as session:
                 self._start(session, campaign_id, report)
+            keeper = asyncio.ensure_future(self._keep_leases())
             try:
                 await self._pipeline(campaign_id, report, composer)
             finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
                 await self._close()
         finally:
             await composer.close()
@@ -213,6 +246,10 @@ class SendEngine:
             self.ctx, RecipientData(subscriber_id, "", "", language, embassy, sectors, "")
         )
 
+    @property
+    def _stopping(self) -> bool:
+        return bool(self.stop.is_set() or self.paused or self.halted)
+
     async def _pipeline(self, campaign_id: int, report: SendReport, composer: Composer) -> None:
         """Claim and compose the next batch while the current one is on the wire."""
         loop = asyncio.get_running_loop()
@@ -221,53 +258,95 @@ class SendEngine:
             sending = asyncio.ensure_future(self._send_batch(campaign_id, jobs, report))
             following: list[Job] = []
             try:
-                if not self.stop.is_set():
+                if not self._stopping:
                     following = await self._next_batch(composer, campaign_id)
             finally:
                 # Whatever became of that claim, the batch on the wire finishes and is recorded.
                 await sending
-            if self.paused or self.stop.is_set():
+            if self._stopping:
                 await loop.run_in_executor(None, self._release, following)
                 break
             jobs = following
+        # Refusals still suspect when nothing is left to send: too few to call a relay fault.
+        if self.suspects and not self.paused:
+            await loop.run_in_executor(None, self._write, campaign_id, self._confirm(report), [])
+        await loop.run_in_executor(None, self._wrap_up, campaign_id, report)
 
     async def _next_batch(self, composer: Composer, campaign_id: int) -> list[Job]:
-        return await composer.claim(
-            campaign_id, now=self.clock(), limit=self.batch_size, worker=self.worker,
-            lease=self.lease, preview=self.transport.name == "file",
-        )  # fmt: skip
+        try:
+            jobs = await composer.claim(
+                campaign_id, now=self.clock(), limit=self.batch_size, worker=self.worker,
+                lease=self.lease, preview=self.transport.name == "file",
+            )  # fmt: skip
+        except IssueRenderError as exc:
+            self.paused = str(exc)
+            return []
+        self._hold(j.row.delivery_id for j in jobs)
+        return jobs
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases on every row this engine holds, a third of a lease apart."""
+        loop = asyncio.get_running_loop()
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await loop.run_in_executor(None, self._renew)
+            except DBAPIError as exc:
+                # The next renewal tries again; the lease has two more thirds to run.
+                log.warning("could not renew leases: %s", _first_line(exc))
+
+    def _hold(self, ids: Iterable[int]) -> None:
+        with self._held_lock:
+            self.held.update(ids)
+
+    def _let_go(self, ids: Iterable[int]) -> None:
+        with self._held_lock:
+            self.held.difference_update(ids)
+
+    def _renew(self) -> None:
+        with self._held_lock:
+            held = list(self.held)
+        if held:
+            now = self.clock()
+            with Session(self.db) as session:
+                ledger.renew(session, held, worker=self.worker, until=now + self.lease, now=now)
 
     def _release(self, jobs: Sequence[Job]) -> None:
-        with Session(self.db) as session:
-            ledger.release(session, [j.row.delivery_id for j in jobs], self.clock())
+        ids = [j.row.delivery_id for j in jobs]
+        if ids:
+            with Session(self.db) as session:
+                ledger.release(session, ids, self.clock(), worker=self.worker)
+            self._let_go(ids)
 
     async def _send_batch(self, campaign_id: int, jobs: Sequence[Job], report: SendReport) -> None:
         """Send a batch window by window; one commit per window records the last and marks the next."""
         loop = asyncio.get_running_loop()
-        gone = "subscriber no longer active"
-        skipped = [
-            Outcome(j.row.delivery_id, DeliveryState.SKIPPED, gone)
-            for j in jobs
-            if j.letter is None
-        ]
-        report.skipped += len(skipped)
-        if skipped and self.progress:
-            self.progress(len(skipped))
+        pending = self._unsendable(jobs, report)
         todo = [j for j in jobs if j.letter is not None]
         width = max(1, self.transport.max_connections)
         while len(self.connections) < min(width, len(todo)):
             self.connections.append(await self.transport.connect())
-        pending: list[Outcome] = skipped
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wire-ledger") as wire:
-            for start in range(0, len(todo), width):
+            start = 0
+            while start < len(todo):
                 window = todo[start : start + width]
-                if self.stop.is_set() or self.paused:
-                    await loop.run_in_executor(wire, self._write, campaign_id, pending, [])
-                    await loop.run_in_executor(wire, self._release, todo[start:])
-                    pending = []
+                if self._stopping:
                     break
                 ids = [j.row.delivery_id for j in window]
-                await loop.run_in_executor(wire, self._write, campaign_id, pending, ids)
+                marked = set(
+                    await loop.run_in_executor(wire, self._write, campaign_id, pending, ids)
+                )
+                pending = []
+                if len(marked) < len(window):
+                    # Paused, cancelled, or taken over: not put on the wire. Those still
+                    # ours are released when the engine lets go of what it holds.
+                    if not marked:
+                        await loop.run_in_executor(wire, self._check_campaign, campaign_id)
+                    window = [j for j in window if j.row.delivery_id in marked]
+                start += width
+                if not window:
+                    continue
                 replies = await asyncio.gather(
                     *(self._send_one(c, j) for c, j in zip(self.connections, window, strict=False))
                 )
@@ -276,6 +355,32 @@ class SendEngine:
                     self.progress(len(window))
             if pending:
                 await loop.run_in_executor(wire, self._write, campaign_id, pending, [])
+            await loop.run_in_executor(wire, self._release, todo[start:])
+
+    def _unsendable(self, jobs: Sequence[Job], report: SendReport) -> list[Outcome]:
+        """Rows with no letter: skipped (no longer active), or failed (could not be composed)."""
+        now = self.clock()
+        outcomes: list[Outcome] = []
+        for job in jobs:
+            if job.letter is not None:
+                continue
+            row = job.row
+            if job.error:
+                report.failed += 1
+                outcomes.append(
+                    Outcome(
+                        row.delivery_id, DeliveryState.FAILED, job.error[:500], row.attempts,
+                        row.first_attempt_at or now, profile=job.profile,
+                    )
+                )  # fmt: skip
+            else:
+                report.skipped += 1
+                outcomes.append(
+                    Outcome(row.delivery_id, DeliveryState.SKIPPED, "subscriber no longer active")
+                )
+        if outcomes and self.progress:
+            self.progress(len(outcomes))
+        return outcomes
 
     async def _send_one(self, connection: Connection, job: Job) -> Reply:
         assert job.letter is not None
@@ -286,67 +391,153 @@ class SendEngine:
         self, window: Sequence[Job], replies: Sequence[Reply], report: SendReport
     ) -> list[Outcome]:
         now = self.clock()
-        reason = pause_reason(replies)
-        if reason:
-            self.paused = reason
-        outcomes = []
+        signal = Signal.NONE
+        for job, reply in zip(window, replies, strict=True):
+            seen = self.watch.observe(reply, job.letter.rcpt if job.letter else "")
+            if seen is not Signal.NONE and signal is not Signal.PAUSE:
+                signal, reason = seen, self.watch.reason(seen)
+        outcomes: list[Outcome] = []
         for job, reply in zip(window, replies, strict=True):
             report.replies[reply.code] += 1
-            outcome = self._outcome(job, reply, now, pausing=bool(reason))
-            outcomes.append(outcome)
-            if outcome.state == DeliveryState.SENT:
-                report.sent += 1
-                report.bytes += job.letter.size if job.letter else 0
-            elif outcome.state == DeliveryState.FAILED:
-                report.failed += 1
-                if classify(reply) is Verdict.BOUNCE:
-                    self._bounces.append((job.row.subscriber_id, str(reply)[:300]))
+            verdict = classify(reply)
+            if verdict is Verdict.SENT:
+                # The relay accepts mail: the refusals held so far were about those recipients.
+                outcomes.extend(self._confirm(report))
+            elif signal is not Signal.PAUSE and self.watch.suspect(reply):
+                self.suspects.append((job, reply, now))
+                continue
+            outcomes.append(self._outcome(job, reply, now, signal=signal, report=report))
+        if signal is Signal.PAUSE:
+            self.paused = reason
+            # The suspects were refused by the same faulty relay: they wait again, untouched.
+            suspects, self.suspects = self.suspects, []
+            outcomes.extend(self._untouched(job, reply) for job, reply, _ in suspects)
+        elif signal is Signal.BACK_OFF:
+            since = min((o.first_attempt_at for o in outcomes if o.first_attempt_at), default=now)
+            self.backing_off = self.retry.back_off(since, now, self.rng)
+            self.halted = f"{reason}; trying again from {self.backing_off:%Y-%m-%d %H:%M} UTC"
         return outcomes
 
-    def _outcome(self, job: Job, reply: Reply, now: dt.datetime, *, pausing: bool) -> Outcome:
+    def _confirm(self, report: SendReport) -> list[Outcome]:
+        """The suspect refusals stand: each row failed, bounced where the address does not exist."""
+        suspects, self.suspects = self.suspects, []
+        return [
+            self._outcome(job, reply, at, signal=Signal.NONE, report=report)
+            for job, reply, at in suspects
+        ]
+
+    def _untouched(self, job: Job, reply: Reply) -> Outcome:
         row = job.row
-        untouched = Outcome(
-            row.delivery_id, DeliveryState.QUEUED, str(reply)[:500], row.attempts, row.first_attempt_at,
-            profile=job.profile, message_id=job.message_id,
+        return Outcome(
+            row.delivery_id, DeliveryState.QUEUED, str(reply)[:500], row.attempts,
+            row.first_attempt_at, profile=job.profile, message_id=job.message_id,
         )  # fmt: skip
+
+    def _outcome(
+        self, job: Job, reply: Reply, now: dt.datetime, *, signal: Signal, report: SendReport
+    ) -> Outcome:
+        row = job.row
+        untouched = self._untouched(job, reply)
         verdict = classify(reply)
-        if pausing and verdict is not Verdict.SENT:
+        if verdict is Verdict.SENT:
+            report.sent += 1
+            report.bytes += job.letter.size if job.letter else 0
+            tried = replace(untouched, attempts=row.attempts + 1)
+            return replace(tried, state=DeliveryState.SENT, sent_at=now,
+                           first_attempt_at=row.first_attempt_at or now)  # fmt: skip
+        if signal is Signal.PAUSE:
             # The fault is ours or the server's, not the recipient's: no attempt is counted.
             return untouched
-        if verdict is Verdict.DEFER:
-            # The session's fault, not the recipient's: wait a little, no attempt counted.
+        first = row.first_attempt_at or now
+        if verdict is Verdict.DEFER or signal is Signal.BACK_OFF:
+            # The session's or the server's doing, not the recipient's: wait, no attempt counted.
+            if self.retry.gives_up(0, first, now):
+                report.failed += 1
+                return replace(untouched, state=DeliveryState.FAILED, first_attempt_at=first)
             later = self.retry.next_attempt(1, now, self.rng)
             return replace(untouched, state=DeliveryState.RETRY, next_attempt_at=later,
-                           first_attempt_at=row.first_attempt_at or now)  # fmt: skip
-        tried = replace(
-            untouched, attempts=row.attempts + 1, first_attempt_at=row.first_attempt_at or now
-        )
-        if verdict is Verdict.SENT:
-            return replace(tried, state=DeliveryState.SENT, sent_at=now)
-        if verdict is Verdict.RETRY and not self.retry.gives_up(
-            tried.attempts, tried.first_attempt_at, now
-        ):
+                           first_attempt_at=first)  # fmt: skip
+        tried = replace(untouched, attempts=row.attempts + 1, first_attempt_at=first)
+        if verdict is Verdict.RETRY and not self.retry.gives_up(tried.attempts, first, now):
             later = self.retry.next_attempt(tried.attempts, now, self.rng)
             return replace(tried, state=DeliveryState.RETRY, next_attempt_at=later)
+        report.failed += 1
+        if verdict is Verdict.BOUNCE:
+            self._bounces.append((row.subscriber_id, str(reply)[:300]))
         return replace(tried, state=DeliveryState.FAILED)
 
-    def _write(self, campaign_id: int, outcomes: Sequence[Outcome], sending: Sequence[int]) -> None:
+    def _write(
+        self, campaign_id: int, outcomes: Sequence[Outcome], sending: Sequence[int]
+    ) -> list[int]:
+        """Record `outcomes` and mark `sending` on the wire, in one commit; the ids now marked.
+
+        A lost database connection is retried on a fresh one for a while: these outcomes exist
+        nowhere else, and writing them twice changes nothing (only held rows are touched).
+        """
+        delay = 0.2
+        deadline = time.monotonic() + min(60.0, self.lease.total_seconds() / 2)
+        while True:
+            try:
+                return self._write_once(campaign_id, outcomes, sending)
+            except DBAPIError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "could not record a window (%s); retrying in %.1f s", _first_line(exc), delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _write_once(
+        self, campaign_id: int, outcomes: Sequence[Outcome], sending: Sequence[int]
+    ) -> list[int]:
+        now = self.clock()
         with Session(self.db, expire_on_commit=False) as session:
-            ledger.write(
-                session, outcomes=outcomes, sending=sending, now=self.clock(), commit=False
-            )
-            bounces, self._bounces = self._bounces, []
+            if self.paused:
+                sending = []
+            written = ledger.write(
+                session, outcomes=outcomes, sending=sending, now=now, worker=self.worker,
+                lease=self.lease, commit=False,
+            )  # fmt: skip
+            bounces = self._bounces
             for subscriber_id, detail in bounces:
                 subscriber = session.get(Subscriber, subscriber_id)
-                if subscriber is not None:
+                if subscriber is not None and subscriber.status in BOUNCEABLE:
                     set_status(session, subscriber, SubscriberStatus.BOUNCED, actor="smtp", via="bounce",
                                detail=detail)  # fmt: skip
-            if self.paused:
-                campaign = session.get(Campaign, campaign_id)
-                if campaign is not None and campaign.state == CampaignState.SENDING:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is not None and campaign.state == CampaignState.SENDING:
+                if self.paused:
                     campaign.state, campaign.reason = CampaignState.PAUSED, self.paused
-                    session.add(campaign)
+                elif self.halted and self.backing_off is not None:
+                    ledger.postpone(session, campaign_id, self.backing_off, now)
+                    campaign.reason = self.halted
+                elif campaign.reason and any(o.state == DeliveryState.SENT for o in outcomes):
+                    campaign.reason = ""  # a back-off is over: the server accepts mail again
+                session.add(campaign)
             session.commit()
+        self._bounces = self._bounces[len(bounces) :]
+        self.lost += len(outcomes) - written.recorded
+        self._let_go(o.id for o in outcomes)
+        return written.sending
+
+    def _check_campaign(self, campaign_id: int) -> None:
+        """No row could be marked: if staff paused or cancelled the campaign, stop here."""
+        with Session(self.db) as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None or campaign.state != CampaignState.SENDING:
+                state = campaign.state if campaign is not None else "gone"
+                self.halted = f"campaign {campaign_id} is {state}"
+
+    def _wrap_up(self, campaign_id: int, report: SendReport) -> None:
+        """Whatever the engine still holds goes back to the queue (a stop, a pause, a cancel)."""
+        with self._held_lock:
+            held = list(self.held)
+        if held:
+            with Session(self.db) as session:
+                ledger.release(session, held, self.clock(), worker=self.worker)
+            self._let_go(held)
+        report.lost = self.lost
 
     def _finish(self, session: Session, campaign_id: int, report: SendReport) -> None:
         by_state = counts(session, campaign_id)
@@ -357,11 +548,37 @@ class SendEngine:
         live = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.RETRY)
         if campaign.state == CampaignState.SENDING and not any(by_state.get(s) for s in live):
             campaign.state, campaign.finished_at = CampaignState.FINISHED, self.clock()
+            if not by_state.get(DeliveryState.SENT):
+                campaign.reason = "nobody received it: " + ", ".join(
+                    f"{n} {state}" for state, n in sorted(by_state.items())
+                )
             session.add(campaign)
             session.commit()
-        report.state, report.reason = str(campaign.state), campaign.reason
+        report.state = str(campaign.state)
+        report.reason = campaign.reason or self.halted
 
     async def _close(self) -> None:
         connections, self.connections = self.connections, []
         for connection in connections:
             await connection.close()
+
+
+# A refusal at send time marks only these `bounced`: never someone who left on their own.
+BOUNCEABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)
+
+
+def _claim_limit(settings: DeliverySettings, width: int) -> int:
+    """Rows per claim: never more than can go out within a third of the lease at the set rate.
+
+    The next batch is claimed while the current one is on the wire, so what is claimed waits up to
+    a batch's sending time; renewals keep it leased, and a small claim keeps that wait short.
+    """
+    limit = settings.batch_size
+    if settings.rate > 0:
+        limit = min(limit, max(width, int(settings.rate * settings.lease_seconds / 3)))
+    return limit
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

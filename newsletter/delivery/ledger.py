@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, func, update
+from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from newsletter.models import Delivery, DeliveryState, Subscriber
+from newsletter.models import Campaign, CampaignState, Delivery, DeliveryState, Subscriber
 from newsletter.subscriptions.store import sectors_of
 
 WAITING = (DeliveryState.QUEUED, DeliveryState.RETRY)
@@ -26,9 +27,13 @@ def _count(result: object) -> int:
 
 
 def due(campaign_id: int, now: dt.datetime) -> ColumnElement[bool]:
-    """Rows to send now: waiting, retry time reached, send window open, not leased by a live worker."""
-    waiting = (col(Delivery.state) == DeliveryState.QUEUED) | (
-        (col(Delivery.state) == DeliveryState.RETRY) & (col(Delivery.next_attempt_at) <= now)
+    """Rows to send now: waiting, retry time reached, send window open, not leased by a live worker.
+
+    A queued row has no `next_attempt_at` unless its campaign backs off (the server deferred a
+    run of recipients): then it waits like a retry, without an attempt counted.
+    """
+    waiting = col(Delivery.state).in_(WAITING) & (
+        col(Delivery.next_attempt_at).is_(None) | (col(Delivery.next_attempt_at) <= now)
     )
     in_window = (col(Delivery.not_before).is_(None) | (col(Delivery.not_before) <= now)) & (
         col(Delivery.not_after).is_(None) | (col(Delivery.not_after) > now)
@@ -167,10 +172,27 @@ class Outcome:
     message_id: str = ""
 
 
+# Rows this sender still owns: leased in its name and neither recorded nor skipped since (a
+# cancel turns waiting rows `skipped`; a lease that ran out may have passed to another worker).
+HELD = (*WAITING, DeliveryState.SENDING)
+
+
+# Spelt out, not IN (...): an expanding IN cannot go into the executemany of `_RECORD`.
+_IS_HELD = or_(*(TABLE.c.state == state for state in HELD))
+
+
+def _owned(worker: str) -> ColumnElement[bool]:
+    return (TABLE.c.worker == worker) & _IS_HELD
+
+
 # Built once: the window writes run hundreds of times a second.
 _RECORD = (
     update(TABLE)
-    .where(TABLE.c.id == bindparam("b_id"))
+    .where(
+        TABLE.c.id == bindparam("b_id"),
+        TABLE.c.worker == bindparam("b_worker"),
+        _IS_HELD,
+    )
     .values(
         state=bindparam("b_state"), reply=bindparam("b_reply"), attempts=bindparam("b_attempts"),
         first_attempt_at=bindparam("b_first_attempt_at"),
@@ -179,11 +201,32 @@ _RECORD = (
         lease_until=None, worker="", updated_at=bindparam("b_now"),
     )
 )  # fmt: skip
+CAMPAIGN = cast(Table, Campaign.__table__)  # type: ignore[attr-defined]
+# Only while the campaign is sending: a pause or cancel by staff stops the very next window.
+_CAMPAIGN_SENDING = (
+    sa_select(CAMPAIGN.c.id)
+    .where(CAMPAIGN.c.id == TABLE.c.campaign_id, CAMPAIGN.c.state == CampaignState.SENDING)
+    .exists()
+)
 _MARK_SENDING = (
     update(TABLE)
-    .where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
-    .values(state=DeliveryState.SENDING, updated_at=bindparam("now"))
+    .where(
+        TABLE.c.id.in_(bindparam("ids", expanding=True)),
+        TABLE.c.worker == bindparam("b_worker"),
+        _IS_HELD,
+        _CAMPAIGN_SENDING,
+    )
+    .values(
+        state=DeliveryState.SENDING, lease_until=bindparam("b_until"), updated_at=bindparam("b_now")
+    )
+    .returning(TABLE.c.id)
 )
+
+
+@dataclass(frozen=True)
+class Written:
+    recorded: int  # outcomes written: fewer than given when a row was no longer this sender's
+    sending: list[int]  # of the rows asked for, those now marked `sending` in this sender's name
 
 
 def write(
@@ -192,36 +235,81 @@ def write(
     outcomes: Sequence[Outcome],
     sending: Sequence[int],
     now: dt.datetime,
+    worker: str,
+    lease: dt.timedelta,
     commit: bool = True,
-) -> None:
+) -> Written:
     """One transaction: outcomes of the window just sent, and the next window marked `sending`.
 
     Only rows marked `sending` can end up `unknown` after a crash, so the engine marks no more
-    than it is about to put on the wire (one window: `concurrency` rows).
+    than it is about to put on the wire (one window: `concurrency` rows). Both parts touch only
+    rows this worker still holds: a row cancelled (`skipped`) or lost to another worker after
+    its lease ran out is neither overwritten nor put on the wire. Written again after a lost
+    connection, the same call changes nothing twice.
     """
+    recorded = 0
     if outcomes:
         params = [
             {
                 "b_id": o.id, "b_state": o.state, "b_reply": o.reply, "b_attempts": o.attempts,
                 "b_first_attempt_at": o.first_attempt_at, "b_next_attempt_at": o.next_attempt_at,
                 "b_sent_at": o.sent_at, "b_profile": o.profile, "b_message_id": o.message_id,
-                "b_now": now,
+                "b_now": now, "b_worker": worker,
             }
             for o in outcomes
         ]  # fmt: skip
-        session.execute(_RECORD, params)
+        recorded = _count(session.execute(_RECORD, params))
+    marked: list[int] = []
     if sending:
-        session.execute(_MARK_SENDING, {"ids": list(sending), "now": now})
+        result = session.execute(
+            _MARK_SENDING,
+            {"ids": list(sending), "b_now": now, "b_worker": worker, "b_until": now + lease},
+        )
+        marked = [int(i) for i in result.scalars()]
     if commit:
         session.commit()
+    return Written(recorded, marked)
 
 
-def release(session: Session, ids: Sequence[int], now: dt.datetime) -> None:
-    """Claimed but never put on the wire: free for any sender again, state unchanged."""
+def renew(
+    session: Session, ids: Sequence[int], *, worker: str, until: dt.datetime, now: dt.datetime
+) -> int:
+    """Extend this worker's leases on rows it still holds (waiting to go out, or on the wire)."""
+    if not ids:
+        return 0
+    result = session.execute(
+        update(TABLE).where(TABLE.c.id.in_(list(ids)), _owned(worker)).values(lease_until=until)
+    )
+    session.commit()
+    return _count(result)
+
+
+def release(
+    session: Session, ids: Sequence[int], now: dt.datetime, *, worker: str | None = None
+) -> None:
+    """Claimed but never put on the wire: free for any sender again, state unchanged.
+
+    With `worker`, only rows that worker still holds (another may have taken a row whose lease ran out).
+    """
     if ids:
+        mine = TABLE.c.worker == worker if worker is not None else TABLE.c.id.isnot(None)
         session.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_(list(ids)), col(Delivery.state).in_(WAITING))
+            update(TABLE)
+            .where(TABLE.c.id.in_(list(ids)), TABLE.c.state.in_(WAITING), mine)
             .values(lease_until=None, worker="", updated_at=now)
         )
         session.commit()
+
+
+def postpone(session: Session, campaign_id: int, until: dt.datetime, now: dt.datetime) -> int:
+    """The campaign backs off: no waiting row is due before `until` (no attempt is counted)."""
+    result = session.execute(
+        update(TABLE)
+        .where(
+            TABLE.c.campaign_id == campaign_id,
+            TABLE.c.state.in_(WAITING),
+            TABLE.c.next_attempt_at.is_(None) | (TABLE.c.next_attempt_at < until),
+        )
+        .values(next_attempt_at=until, updated_at=now)
+    )
+    return _count(result)
