@@ -22,7 +22,7 @@ from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
 from newsletter.subscriptions import lifecycle, suppression
 from newsletter.subscriptions.lifecycle import Actor
 from newsletter.subscriptions.lists import normalise_email
-from newsletter.subscriptions.store import audit
+from newsletter.subscriptions.store import audit, by_address
 
 DEFAULT_SOFT_THRESHOLD = 3
 DEFAULT_SOFT_WINDOW = dt.timedelta(days=30)
@@ -151,19 +151,22 @@ def _sent_to(session: Session, bounce: Bounce) -> tuple[Subscriber | None, str]:
     else None and why the report is not about our mail."""
     if bounce.campaign_id is None or not bounce.message_id:
         return None, NO_MESSAGE_OF_OURS  # no Message-ID of ours (at our domain) returned
-    subscriber_ids = session.exec(
-        select(Delivery.subscriber_id).where(
-            Delivery.campaign_id == bounce.campaign_id, Delivery.message_id == bounce.message_id
-        )
-    ).all()
+    ours = (Delivery.campaign_id == bounce.campaign_id, Delivery.message_id == bounce.message_id)
+    for address in dict.fromkeys((bounce.recipient, bounce.final_recipient)):
+        subscriber = by_address(session, _normalised(address))
+        if subscriber is None or subscriber.id is None:
+            continue
+        row = select(Delivery.id).where(Delivery.subscriber_id == subscriber.id, *ours)
+        if session.exec(row).first() is not None:
+            return subscriber, ""
+    # Not sent to an address the report names; an erased subscriber's row has lost its address
+    # but keeps its id, and the person's erasure is what the report must not undo.
+    subscriber_ids = session.exec(select(Delivery.subscriber_id).where(*ours)).all()
     if not subscriber_ids:
         return None, NO_MESSAGE_OF_OURS
-    named = {_normalised(a) for a in (bounce.recipient, bounce.final_recipient)} - {""}
     for subscriber_id in subscriber_ids:
         subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is not None and (
-            subscriber.email in named or suppression.is_erased(subscriber)
-        ):
+        if subscriber is not None and suppression.is_erased(subscriber):
             return subscriber, ""
     # Our message, but the report names someone else: a forward that lost the address we sent
     # to, or a forgery by someone who saw the message. Neither says our recipient's box fails.
@@ -291,7 +294,7 @@ def undo_bounces(
     seen: set[int] = set()
     try:
         targets: list[tuple[str, Subscriber | None]] = [
-            (e, _by_address(session, e)) for e in emails
+            (e, by_address(session, _normalised(e))) for e in emails
         ]
         if since is not None:
             targets += [(s.email, s) for s in bounced_since(session, since, matching=matching)]
@@ -318,13 +321,6 @@ def undo_bounces(
         session.rollback()
         raise
     return done
-
-
-def _by_address(session: Session, address: str) -> Subscriber | None:
-    normalised = _normalised(address)
-    if not normalised:
-        return None
-    return session.exec(select(Subscriber).where(Subscriber.email == normalised)).first()
 
 
 def _missing(session: Session, secret: bytes, address: str) -> str:
