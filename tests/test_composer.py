@@ -192,7 +192,7 @@ def test_stopping_with_a_helper_releases_what_it_claimed(
         server.stop()
 
 
-def test_a_template_error_in_the_helper_reaches_the_sender_as_itself(
+def test_a_template_error_in_the_helper_pauses_the_campaign_with_the_reason(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController, tmp_path: Path
 ) -> None:
     _load(runner, instance, 9)
@@ -201,9 +201,10 @@ def test_a_template_error_in_the_helper_reaches_the_sender_as_itself(
     (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
     settings = _smtp(instance.settings, smtp_server)
     settings.templates_dir = str(templates)
-    with pytest.raises(TemplateRenderError) as raised:
-        _send(settings)
-    assert raised.value.template == "digest.mjml.j2" and "line 1" in raised.value.problem
+    report = _send(settings)
+    assert report.state == "paused" and report.sent == report.failed == 0
+    assert "cannot be rendered" in report.reason and "digest.mjml.j2" in report.reason
+    assert "line 1" in report.reason
     assert not smtp_server.handler.received
     assert multiprocessing.active_children() == []
     assert {r.state for r in _rows(settings).values()} == {DeliveryState.QUEUED}

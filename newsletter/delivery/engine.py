@@ -537,6 +537,13 @@ class SendEngine:
             with Session(self.db) as session:
                 ledger.release(session, held, self.clock(), worker=self.worker)
             self._let_go(held)
+        if self.paused:  # e.g. the issue could not render: no window was written to say so
+            with Session(self.db) as session:
+                campaign = session.get(Campaign, campaign_id)
+                if campaign is not None and campaign.state == CampaignState.SENDING:
+                    campaign.state, campaign.reason = CampaignState.PAUSED, self.paused
+                    session.add(campaign)
+                    session.commit()
         report.lost = self.lost
 
     def _finish(self, session: Session, campaign_id: int, report: SendReport) -> None:

@@ -8,9 +8,17 @@ from collections.abc import Sequence
 
 import jinja2
 
+from newsletter import addresses
 from newsletter.config import Settings
 from newsletter.delivery.compose import recipient_links
-from newsletter.delivery.message import DkimKey, Envelope, build_message, dkim_sign, serialise
+from newsletter.delivery.message import (
+    DkimKey,
+    Envelope,
+    build_message,
+    dkim_sign,
+    sender_address,
+    serialise,
+)
 from newsletter.delivery.replies import Reply
 from newsletter.delivery.transports import Outgoing, Transport
 from newsletter.render.environment import render_template
@@ -63,7 +71,12 @@ def subscription_message(
     if dkim is not None:
         data = dkim_sign(data, dkim)
     name = f"{request.kind.value}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-    return Outgoing(mail_from=settings.sender.address, rcpt=request.address, data=data, name=name)
+    # The envelope in its ASCII form (an A-label domain): no SMTPUTF8 needed unless the local
+    # part itself is not ASCII.
+    return Outgoing(
+        mail_from=sender_address(settings.sender.address, "[sender] address"),
+        rcpt=addresses.wire(request.address), data=data, name=name,
+    )  # fmt: skip
 
 
 async def deliver(transport: Transport, messages: Sequence[Outgoing]) -> list[Reply]:
