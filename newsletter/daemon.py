@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -13,11 +14,17 @@ from sqlmodel import Session
 
 from newsletter import scheduler as jobs
 from newsletter.config import Settings
-from newsletter.db import is_sqlite
+from newsletter.db import database_problem, describe, is_sqlite
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.locks import SenderBusyError, SenderLock
 from newsletter.delivery.transports import Transport
-from newsletter.delivery.worker import Worker
+from newsletter.delivery.worker import (
+    Backoff,
+    Worker,
+    one_line,
+    one_line_database_faults,
+    wait_or_stop,
+)
 from newsletter.digests import record_received
 from newsletter.models import utcnow
 from newsletter.scheduler_lock import SchedulerLock
@@ -66,19 +73,24 @@ class Daemon:
         self.transport = transport
         self.wake = asyncio.Event()
         self.leading = asyncio.Event()
+        self.database = describe(db.url)
 
     async def run(self) -> None:
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_stop())
-                group.create_task(self._lead())
-                group.create_task(self._send())
-                if self.web is not None:
-                    group.create_task(self.web.serve())
+            with one_line_database_faults():
+                await self._run()
         except ExceptionGroup as failed:
             # One part failed and the others were stopped: report that one cause, as a CLI
             # command would (a NewsletterError becomes the one-line `error: ...`).
             raise failed.exceptions[0] from None
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_stop())
+            group.create_task(self._lead())
+            group.create_task(self._send())
+            if self.web is not None:
+                group.create_task(self.web.serve())
 
     async def _watch_stop(self) -> None:
         await self.stop.wait()
@@ -95,18 +107,35 @@ class Daemon:
             self.wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
+        await wait_or_stop(self.stop, seconds)
 
     async def _lead(self) -> None:
         lock = SchedulerLock(self.db)
         retry = self.settings.schedule.lock_retry_seconds
+        backoff = Backoff()
         told = False
         try:
             while not self.stop.is_set():
-                if lock.acquire():
-                    self.say(f"scheduler: this process fires jobs ({lock.describe()} held)")
-                    await self._schedule(lock)
+                started = time.monotonic()
+                try:
+                    if lock.acquire():
+                        self.say(f"scheduler: this process fires jobs ({lock.describe()} held)")
+                        await self._schedule(lock)
+                        told = False
+                        backoff.reset()
+                        continue
+                except Exception as exc:
+                    problem = database_problem(exc)
+                    if problem is None:
+                        raise
+                    # Whatever the lock was, it is given back: another `run` may take over.
+                    lock.release()
+                    delay = backoff.next_delay(time.monotonic() - started)
+                    self.say(
+                        f"scheduler: {self.database} unavailable: {problem}; "
+                        f"not firing jobs, retrying in {delay:g} s"
+                    )
+                    await self._sleep(delay)
                     told = False
                     continue
                 if not told:
@@ -153,7 +182,7 @@ class Daemon:
             await self.leading.wait()
         worker = Worker(
             self.settings, self.db, transport=self.transport, stop=self.stop,
-            on_report=self.reported,
+            on_report=self.reported, say=lambda line: self.say(f"sender: {line}"),
         )  # fmt: skip
         told = False
         while not self.stop.is_set():
@@ -169,8 +198,9 @@ class Daemon:
 
     async def _send_rounds(self, worker: Worker) -> None:
         while not self.stop.is_set():
-            handled = await worker.round()
-            if not handled:
+            # None: a database fault, already said and waited out; go straight back to work.
+            handled = await worker.attempt()
+            if handled == 0:
                 await self._nap(self.settings.delivery.poll_seconds)
 
     def reported(self, report: SendReport) -> None:
@@ -181,5 +211,11 @@ class Daemon:
         )
         if report.sent:
             # The items ledger is written as digests go out, so the next digest skips them.
-            with Session(self.db, expire_on_commit=False) as session:
-                record_received(session, now=utcnow(), campaign_id=report.campaign)
+            try:
+                with Session(self.db, expire_on_commit=False) as session:
+                    record_received(session, now=utcnow(), campaign_id=report.campaign)
+            except Exception as exc:
+                if database_problem(exc) is not None:
+                    raise  # the sender waits it out and the next round writes it
+                # The mail went out; a digest may repeat these items, which is no reason to stop.
+                self.say(f"campaign {report.campaign}: items ledger not written: {one_line(exc)}")

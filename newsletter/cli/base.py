@@ -17,15 +17,19 @@ from typer._click import Context as ClickContext
 
 from newsletter import runtime
 from newsletter.config import Settings, load_settings
+from newsletter.db import DatabaseUnavailableError, database_problem, describe
 from newsletter.errors import ConfigError, NewsletterError
 
 T = TypeVar("T")
 err = Console(stderr=True)
 out = Console(highlight=False)
+# The database the command was configured with, named in the message of a database fault.
+DATABASE = "newsletter.database"
 
 
 class _Group(typer.core.TyperGroup):
-    """Turns every `NewsletterError` into one line on stderr and exit status 1."""
+    """Turns every `NewsletterError`, and every database fault, into one line on stderr and exit
+    status 1."""
 
     # typer vendors its own click: TyperGroup.invoke takes typer._click's Context, not click's.
     def invoke(self, ctx: ClickContext) -> Any:
@@ -33,6 +37,15 @@ class _Group(typer.core.TyperGroup):
             return super().invoke(ctx)
         except NewsletterError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            # Connection lost or refused, database locked, disk full: the staff member's move
+            # is to look at the database, which a driver's traceback does not say.
+            problem = database_problem(exc)
+            if problem is None:
+                raise
+            fault = DatabaseUnavailableError(ctx.meta.get(DATABASE, "the database"), problem)
+            typer.echo(f"error: {fault}", err=True)
             raise typer.Exit(1) from None
 
 
@@ -63,7 +76,9 @@ def _root(ctx: typer.Context, config: ConfigOption = None) -> None:
 
 def settings_for(ctx: typer.Context, config: Path | None = None) -> Settings:
     """`--config` after the command wins over `--config` before it."""
-    return load_settings(config or ctx.find_root().obj)
+    settings = load_settings(config or ctx.find_root().obj)
+    ctx.meta[DATABASE] = describe(settings.resolved_database_url)
+    return settings
 
 
 def print_json(value: object) -> None:

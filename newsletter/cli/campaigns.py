@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -36,7 +37,7 @@ from newsletter.delivery.campaigns import (
     summarise,
 )
 from newsletter.delivery.engine import SendReport
-from newsletter.delivery.worker import Worker
+from newsletter.delivery.worker import Worker, one_line_database_faults
 from newsletter.models import utcnow
 from newsletter.plans import cancel_plan, planned_ids
 from newsletter.scheduler import plan_job_id, remove_jobs
@@ -205,18 +206,26 @@ def worker(
     On PostgreSQL any number of workers share campaigns; on SQLite only one runs.
     """
     settings = settings_for(ctx, config)
+    # Warnings of the libraries underneath (SQLAlchemy's pool) as lines, not Python's bare
+    # last-resort output with tracebacks.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     db = runtime.open_database(settings)
 
+    def say(line: str) -> None:
+        # One line each, however long: a log reader (journald, grep) sees one event per line.
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
     def report(r: SendReport) -> None:
-        err.print(
+        say(
             f"campaign {r.campaign}: {r.sent} sent, {r.failed} failed, {r.skipped} skipped ({r.state})"
         )
 
     try:
         stop = asyncio.Event()
-        runner = Worker(settings, db, stop=stop, on_report=report)
-        err.print(f"worker {runner.name} started")
-        run_until_signal(runner.run(once=once), stop)
-        err.print(f"worker {runner.name} stopped")
+        runner = Worker(settings, db, stop=stop, on_report=report, say=say)
+        say(f"worker {runner.name} started")
+        with one_line_database_faults():
+            run_until_signal(runner.run(once=once), stop)
+        say(f"worker {runner.name} stopped")
     finally:
         db.dispose()
