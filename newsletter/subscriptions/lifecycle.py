@@ -122,12 +122,22 @@ def unbounce(
             f"{subscriber.email} is {subscriber.status}, not bounced: only bounced subscribers "
             "can be un-bounced"
         )
-    # confirmed_at is set once a subscription became active: without it, the person never
-    # confirmed, and undoing the bounce must not skip their confirmation.
-    to = S.ACTIVE if subscriber.confirmed_at is not None else S.PENDING
+    to = _before_bounce(session, subscriber)
     detail = f"bounce undone{f' by {by}' if by else ''}: {why}"
     store.set_status(session, subscriber, to, actor=actor.who, via=actor.via, detail=detail)
     return to
+
+
+def _before_bounce(session: Session, subscriber: Subscriber) -> SubscriberStatus:
+    assert subscriber.id is not None
+    for event in reversed(store.history(session, subscriber.id)):
+        if event.action == "status" and event.new_status == S.BOUNCED:
+            if event.old_status in BOUNCEABLE:
+                return S(event.old_status)
+            break
+    # Created bounced (a list said so): confirmed_at is set once a subscription became active;
+    # without it the person never confirmed, and an un-bounce must not skip that.
+    return S.ACTIVE if subscriber.confirmed_at is not None else S.PENDING
 
 
 def from_token(
