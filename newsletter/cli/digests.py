@@ -186,4 +186,5 @@ def send(
             "not resent (see `newsletter campaign report`; --resend-unknown resends them)"
         )
     if report.reason:
-        out.print(f"paused: {report.reason}", markup=False)
+        # Paused (staff resume after fixing the cause), or still sending after a back-off.
+        out.print(f"{report.state}: {report.reason}", markup=False)

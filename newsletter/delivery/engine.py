@@ -40,11 +40,9 @@ from newsletter.models import (
     Campaign,
     CampaignState,
     DeliveryState,
-    Subscriber,
-    SubscriberStatus,
     utcnow,
 )
-from newsletter.subscriptions.store import set_status
+from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 Progress = Callable[[int], None]
 log = logging.getLogger(__name__)
@@ -501,10 +499,8 @@ class SendEngine:
             )  # fmt: skip
             bounces = self._bounces
             for subscriber_id, detail in bounces:
-                subscriber = session.get(Subscriber, subscriber_id)
-                if subscriber is not None and subscriber.status in BOUNCEABLE:
-                    set_status(session, subscriber, SubscriberStatus.BOUNCED, actor="smtp", via="bounce",
-                               detail=detail)  # fmt: skip
+                # Through the lifecycle: someone who left on their own is never made bounced.
+                record_smtp_bounce(session, subscriber_id, detail, now=now)
             campaign = session.get(Campaign, campaign_id)
             if campaign is not None and campaign.state == CampaignState.SENDING:
                 if self.paused:
@@ -568,10 +564,6 @@ class SendEngine:
         connections, self.connections = self.connections, []
         for connection in connections:
             await connection.close()
-
-
-# A refusal at send time marks only these `bounced`: never someone who left on their own.
-BOUNCEABLE = (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)
 
 
 def _claim_limit(settings: DeliverySettings, width: int) -> int:
