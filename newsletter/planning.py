@@ -56,6 +56,11 @@ class Slot:
     missions: tuple[str, ...]
 
 
+# How far ahead a send or a recurring digest may be planned: beyond it a date is a typo.
+HORIZON_YEARS = 10
+HORIZON = dt.timedelta(days=round(365.25 * HORIZON_YEARS))
+
+
 def parse_local_time(text: str, option: str = "--local") -> dt.time:
     match = _HHMM.match(text.strip())
     if not match:
@@ -217,16 +222,36 @@ class When:
     given_in: str = "UTC+00:00"
 
 
+def _too_far(now: dt.datetime) -> str:
+    return (
+        f"is more than {HORIZON_YEARS} years ahead; give one before "
+        f"{(now + HORIZON).date().isoformat()}"
+    )
+
+
 def plan_send(
     missions: Sequence[Mission], when: When, *, grace: dt.timedelta, now: dt.datetime
 ) -> list[Slot]:
-    """The slots for a request, refusing any that would already be in the past."""
+    """The slots for a request, refusing any in the past or beyond the horizon.
+
+    Both are checked before any time-zone arithmetic: near year 1 or 9999 the conversion to
+    UTC, or adding the grace, would overflow.
+    """
     if when.at is not None:
-        slots = [plan_absolute(missions, instant=when.at, given_in=when.given_in, grace=grace)]
-        if slots[0].fire_at <= now:
+        if when.at - now > HORIZON:
+            raise ScheduleInputError("--at", when.at.isoformat(), _too_far(now))
+        if when.at <= now:
             raise TimeInPastError(f"--at {when.at.isoformat()}", [], "give a time in the future")
-        return slots
+        return [plan_absolute(missions, instant=when.at, given_in=when.given_in, grace=grace)]
     at = when.local or dt.time(9, 0)
+    if when.day is not None:
+        if when.day > (now + HORIZON).date():
+            raise ScheduleInputError("--date", when.day.isoformat(), _too_far(now))
+        if when.day < (now - dt.timedelta(days=2)).date():
+            zones = sorted({m.timezone for m in missions})
+            raise TimeInPastError(
+                f"{format_time(at)} on {when.day.isoformat()}", zones, "choose a later --date"
+            )
     day = when.day or default_day(at, (m.timezone for m in missions), now)
     slots = plan_local(missions, day=day, at=at, working_days=when.working_days, grace=grace)
     late = past_zones(slots, now)

@@ -155,3 +155,78 @@ def test_an_issue_stored_before_the_check_gives_one_line_not_a_traceback(
     assert invoke(runner, instance, "issue", "import", str(sample_issue_path()))[0] == 0
     code, _ = invoke(runner, instance, "issue", "show", "2020-01", "--json")
     assert code == 0
+
+
+def _with(old: str, new: str) -> str:
+    assert old in SAMPLE, old
+    return SAMPLE.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (SAMPLE + "intro: " + "[" * 50_000 + "]" * 50_000 + "\n", "intro: lists or mappings"),
+        (_with("title_en:", "title_en: " + "{a: " * 50_000 + "}" * 50_000 + "\nx:"), "title_en:"),
+        (_with("\nitems:\n", "\nitems:\n" + "  - " * 5_000 + "x\n"), "items: lists or mappings"),
+        (_with("year: 2020", "year: " + "9" * 5_000), "year: must be from 1900 to 2999"),
+        (_with("year: 2020", "year: 100000000000000000000"), "year: must be from 1900 to 2999"),
+        (_with("number: 1", "number: 0"), "number: must be from 1 to 999"),
+        (_with("date: 2020-08-01", "date: 2030-02-30"), "date: '2030-02-30' is not a date (day"),
+        (_with("date: 2020-08-01", "date: 2020-08-01T25:00"), "date: '2020-08-01T25:00' is not"),
+        ("items: [1]\nitems: [2]\n", "items: appears twice"),
+        (_with("year: 2020", "year: 2020\n  bad: [indent"), "yaml: "),
+    ],
+    ids=[
+        "deep-lists",
+        "deep-maps",
+        "deep-block",
+        "5000-digit-year",
+        "1e20-year",
+        "number-0",
+        "feb-30",
+        "hour-25",
+        "twice",
+        "broken-yaml",
+    ],  # fmt: skip
+)
+def test_crafted_yaml_gets_one_line_naming_the_field(
+    runner: CliRunner, instance: Instance, tmp_path: Path, text: str, words: str
+) -> None:
+    file = tmp_path / "issue.yaml"
+    file.write_text(text, encoding="utf-8")
+    line = refused(runner, instance, "issue", "import", str(file))
+    assert line.startswith(f"error: {file}:") and words in line, line
+    assert len(line) < 300
+    assert stored_slugs(instance) == []
+
+
+def test_a_text_export_with_an_impossible_date_names_its_line(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    file = tmp_path / "export.txt"
+    file.write_text(SEED.replace("2020年 第一期", "2020年 第一期\n出版日期：2030年2月30日", 1))
+    line = refused(runner, instance, "issue", "import", str(file))
+    assert line.startswith(f"error: {file}:6: '2030年2月30日' is not a date (day is out of")
+    assert stored_slugs(instance) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--at", "9999-12-31T23:59:59Z"], "--at '9999-12-31T23:59:59+00:00': is more than 10"),
+        (["--at", "0001-01-01T00:00:00+05:00"], "has already passed"),
+        (["--date", "9999-12-31"], "--date '9999-12-31': is more than 10 years ahead"),
+        (["--date", "0001-01-01"], "09:00 on 0001-01-01 has already passed"),
+        (["--at", "2030-02-30T09:00Z"], "--at '2030-02-30T09:00Z': give an ISO 8601 time"),
+    ],
+)
+def test_schedule_times_out_of_range_get_one_line(
+    runner: CliRunner, instance: Instance, args: list[str], words: str
+) -> None:
+    assert invoke(runner, instance, "issue", "import", str(sample_issue_path()))[0] == 0
+    assert invoke(runner, instance, "subscribers", "add", "a@example.org",
+                  "--embassy", "de-berlin")[0] == 0  # fmt: skip
+    line = refused(runner, instance, "schedule", "2020-01", *args)
+    assert words in line, line
+    code, _ = invoke(runner, instance, "schedule", "list", "--json")
+    assert code == 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from newsletter.content.importer import Conversion, convert
-from newsletter.content.issue_yaml import load_issue
+from newsletter.content.issue_yaml import load_issue, top_level_keys
 from newsletter.content.model import Issue
 from newsletter.taxonomy import SectorDef
 
@@ -21,12 +19,16 @@ def sample_issue_path() -> Path:
 
 
 def looks_like_issue_yaml(data: bytes) -> bool:
-    """Chosen by content, not by file name: a YAML mapping with `items` is an issue file."""
+    """Chosen by content, not by file name: a YAML mapping with `items` is an issue file.
+
+    Read as parser events, never built: building would construct values (a `2030-02-30`
+    date, a 5,000-digit number) and recurse once per level of a crafted deep file.
+    """
     try:
-        loaded = yaml.safe_load(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, yaml.YAMLError):
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
         return False
-    return isinstance(loaded, dict) and "items" in loaded
+    return "items" in (top_level_keys(text) or ())
 
 
 def convert_text(data: bytes, *, source: str, taxonomy: Sequence[SectorDef]) -> Conversion:

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import yaml
 
-from newsletter.content.charset import first_bad_character
-from newsletter.content.model import SECTION_BY_CODE, Contact, Issue, Item, Organiser
+from newsletter.content.charset import describe, first_bad_character
+from newsletter.content.model import (
+    NUMBERS,
+    SECTION_BY_CODE,
+    YEARS,
+    Contact,
+    Issue,
+    Item,
+    Organiser,
+)
 from newsletter.errors import ContentError
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
 _REGION_RE = re.compile(r"^[A-Z]{2}$|^[a-z][a-z0-9-]{1,39}$")
 # Fields holding paragraphs, where tab and newline are text; every other field is one line.
 _PARAGRAPH_FIELDS = frozenset({"body", "summary", "intro", "disclaimer"})
+# An issue nests four levels (issue, items, item, sectors); PyYAML's composer recurses once a
+# level, so a crafted file thousands deep would end in RecursionError instead of a message.
+MAX_DEPTH = 12
+_OPENS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSES = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 class IssueFileError(ContentError):
@@ -88,19 +101,32 @@ def _text(
     return value
 
 
+def _shown(raw: str) -> str:
+    """A value as quoted in a message, cut short: a crafted one can be thousands of characters."""
+    return repr(raw) if len(raw) <= 24 else f"{raw[:12]!r}... ({len(raw)} characters)"
+
+
 def _int(
-    fields: Mapping[str, tuple[yaml.Node, yaml.Node]], key: str, ctx: _Ctx, anchor: yaml.Node
+    fields: Mapping[str, tuple[yaml.Node, yaml.Node]],
+    key: str,
+    ctx: _Ctx,
+    anchor: yaml.Node,
+    bounds: range,
 ) -> int:
     raw = _text(fields, key, ctx, "", required=True, anchor=anchor)
     node = fields[key][1]
+    within = f"must be from {bounds.start} to {bounds.stop - 1}"
+    if raw.isdecimal() and len(raw) > len(str(bounds.stop)):
+        # int() of thousands of digits is refused by Python itself (and slow before that).
+        raise IssueFileError(ctx.source, _line(node), key, f"{within}, not {_shown(raw)}")
     try:
         value = int(raw)
     except ValueError:
         raise IssueFileError(
-            ctx.source, _line(node), key, f"must be a whole number, not {raw!r}"
+            ctx.source, _line(node), key, f"must be a whole number, not {_shown(raw)}"
         ) from None
-    if value < 1:
-        raise IssueFileError(ctx.source, _line(node), key, "must be 1 or more")
+    if value not in bounds:
+        raise IssueFileError(ctx.source, _line(node), key, f"{within}, not {value}")
     return value
 
 
@@ -195,19 +221,81 @@ def _item(node: yaml.Node, index: int, ctx: _Ctx, seen: dict[str, int]) -> Item:
     )
 
 
+def _events(text: str) -> Iterator[tuple[int, yaml.Event]]:
+    """The parser's events with the nesting depth at each; the parser itself does not recurse."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, _CLOSES):
+            depth -= 1
+        yield depth, event
+        if isinstance(event, _OPENS):
+            depth += 1
+
+
+def _refuse_deep_nesting(text: str, source: str) -> None:
+    key, expect_key = "yaml", True
+    for depth, event in _events(text):
+        if depth == 1 and not isinstance(event, _CLOSES):
+            if expect_key and isinstance(event, yaml.ScalarEvent):
+                key = str(event.value)  # the top-level field the nesting is under
+            expect_key = not expect_key
+        if depth >= MAX_DEPTH and isinstance(event, _OPENS):
+            mark = event.start_mark
+            raise IssueFileError(
+                source, mark.line + 1 if mark else None, key,
+                f"lists or mappings nested more than {MAX_DEPTH} deep; an issue file needs 4",
+            )  # fmt: skip
+
+
+def top_level_keys(text: str) -> set[str] | None:
+    """The keys of a YAML mapping document, read without building it (None: not a mapping).
+
+    A file broken further down still counts by the keys before the break, so that it gets the
+    YAML error and not the plain-text importer's. Reading stops at `MAX_DEPTH`: PyYAML's
+    scanner slows down with every open level (50,000 take minutes), and a mapping nested that
+    deep is an attempt at an issue file whose error `load_issue` gives; `"items"` stands in for
+    the keys not read.
+    """
+    keys: set[str] = set()
+    expect_key = False
+    try:
+        for depth, event in _events(text):
+            if isinstance(event, yaml.DocumentEndEvent):
+                break
+            if depth >= MAX_DEPTH:
+                return keys | {"items"}
+            if depth == 0 and isinstance(event, (*_OPENS, yaml.ScalarEvent, yaml.AliasEvent)):
+                if not isinstance(event, yaml.MappingStartEvent):
+                    return None
+                expect_key = True
+            elif depth == 1 and not isinstance(event, _CLOSES):
+                if expect_key and isinstance(event, yaml.ScalarEvent):
+                    keys.add(str(event.value))
+                expect_key = not expect_key
+    except yaml.YAMLError:
+        pass
+    return keys if expect_key or keys else None
+
+
 def load_issue(
     text: str, *, source: str = "<issue>", sector_codes: Collection[str] | None = None
 ) -> Issue:
     """Parse an issue file. `sector_codes`, when given, is the taxonomy items must use."""
     ctx = _Ctx(source, sector_codes)
     try:
+        _refuse_deep_nesting(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
         raise IssueFileError(source, line, "yaml", str(exc.problem or exc)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise IssueFileError(
+            source, line, "yaml", f"{describe(chr(exc.character))}; remove it"
+        ) from None
     except yaml.YAMLError as exc:
-        raise IssueFileError(source, None, "yaml", str(exc)) from None
+        raise IssueFileError(source, None, "yaml", str(exc).replace("\n", " ")) from None
     if root is None:
         raise IssueFileError(
             source, None, "file", "is empty; an issue needs publication, year, number and items"
@@ -227,10 +315,13 @@ def load_issue(
     if date_raw:
         try:
             date = dt.date.fromisoformat(date_raw)
-        except ValueError:
+        except ValueError as exc:
+            # "day is out of range for month" says what is wrong with 2030-02-30.
+            why = f" ({exc})" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", date_raw) else ""
             raise IssueFileError(
-                source, _line(top["date"][1]), "date", f"{date_raw!r} is not a date like 2020-08-01"
-            ) from None
+                source, _line(top["date"][1]), "date",
+                f"{_shown(date_raw)} is not a date{why}; write it like 2020-08-01",
+            ) from None  # fmt: skip
     if "items" not in top:
         raise IssueFileError(source, _line(root), "items", "is missing")
     items_node = top["items"][1]
@@ -270,8 +361,8 @@ def load_issue(
     return Issue(
         publication=_text(top, "publication", ctx, "", required=True, anchor=root),
         title_en=_text(top, "title_en", ctx, "", anchor=root),
-        year=_int(top, "year", ctx, root),
-        number=_int(top, "number", ctx, root),
+        year=_int(top, "year", ctx, root, YEARS),
+        number=_int(top, "number", ctx, root, NUMBERS),
         slug_override=slug,
         date=date,
         intro=_text(top, "intro", ctx, "", anchor=root),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from newsletter.content.cjktext import chinese_number, tidy
-from newsletter.content.model import Organiser
+from newsletter.content.model import NUMBERS, YEARS, Organiser
 from newsletter.content.paragraphs import TEXT, ParagraphBuilder
 from newsletter.content.textdecode import TextImportError
 from newsletter.content.textlex import ISSUE_PATTERN, Kind, Token
@@ -29,6 +29,17 @@ _ENGLISH_NAME = re.compile(r"^[A-Za-z][A-Za-z&.,' -]+$")
 _PUBLICATION = re.compile(r"^(?P<zh>[^A-Za-z0-9]+?)\s*(?P<en>[A-Za-z][A-Za-z&.,' -]*)?$")
 # Page furniture on the first pages, and an issue line repeated as a running head.
 _FURNITURE = (Kind.PAGE_NUMBER, Kind.RUNNING_HEAD, Kind.ISSUE_LINE)
+
+
+class _NotADate(ValueError):
+    pass
+
+
+def _date(match: re.Match[str]) -> dt.date:
+    try:
+        return dt.date(int(match["y"]), int(match["m"]), int(match["d"]))
+    except ValueError as exc:
+        raise _NotADate(f"{match.group()!r} is not a date ({exc}); correct it") from None
 
 
 def read_masthead(tokens: Sequence[Token], *, source: str) -> Masthead:
@@ -58,7 +69,11 @@ class Masthead:
         for index, token in enumerate(tokens):
             if index == 0 and self._name(token.text):
                 continue
-            if self._structured(token.text):
+            try:
+                structured = self._structured(token.text)
+            except _NotADate as exc:
+                raise TextImportError(source, str(exc), token.line) from None
+            if structured:
                 self.intro.close()
                 in_disclaimer = page_break = False
             elif token.kind in _FURNITURE:
@@ -104,7 +119,7 @@ class Masthead:
             self.publication = tidy(text[: match.start()])
         self.year, self.number = int(match["year"]), chinese_number(match["number"])
         if date := _DATE.search(text):
-            self.date = dt.date(int(date["y"]), int(date["m"]), int(date["d"]))
+            self.date = _date(date)
         return True
 
     def _date_line(self, text: str) -> bool:
@@ -113,7 +128,7 @@ class Masthead:
         match = _DATE.fullmatch(bare)
         if match is None or self.date:
             return False
-        self.date = dt.date(int(match["y"]), int(match["m"]), int(match["d"]))
+        self.date = _date(match)
         return True
 
     def _organiser(self, text: str) -> bool:
@@ -156,3 +171,11 @@ class Masthead:
                 "no issue number in the masthead: add a line like '2020年 第一期' under the name",
                 first,
             )
+        for value, bounds, what in ((self.year, YEARS, "year"), (self.number, NUMBERS, "number")):
+            if value not in bounds:
+                raise TextImportError(
+                    source,
+                    f"issue {what} {value} in the masthead must be from {bounds.start} to "
+                    f"{bounds.stop - 1}; correct the line like '2020年 第一期'",
+                    first,
+                )

@@ -25,6 +25,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("focus", "聚焦", "Focus", "聚焦", "FOCUS"),
 )
 SECTION_BY_CODE: dict[str, Section] = {s.code: s for s in SECTIONS}
+# Bounds a real issue is within; beyond them a typo, and the database's integers, would overflow.
+YEARS = range(1900, 3000)
+NUMBERS = range(1, 1000)
 
 
 @dataclass(frozen=True)
