@@ -23,7 +23,14 @@ from sqlmodel import Session
 from newsletter import digests, plans
 from newsletter.errors import NewsletterError
 from newsletter.models import DigestSchedule, SchedulePlan, utcnow
-from newsletter.planning import ScheduleInputError, crontab_fields, grace_seconds, zone
+from newsletter.planning import (
+    HORIZON,
+    HORIZON_YEARS,
+    ScheduleInputError,
+    crontab_fields,
+    grace_seconds,
+    zone,
+)
 
 log = logging.getLogger(__name__)
 JOBSTORE_TABLE = "apscheduler_jobs"
@@ -122,6 +129,22 @@ def cron_trigger(cron: str, timezone: str) -> Any:
         if isinstance(exc, NewsletterError):
             raise
         raise ScheduleInputError("--cron", cron, str(exc)) from None
+
+
+def refuse_never_firing(cron: str, now: dt.datetime) -> None:
+    """Refuse a cron with no run between `now` and the horizon (and a malformed one).
+
+    `0 9 31 2 *` parses, but February has no 31st: the digest would wait for ever. A leap-day
+    cron (`29 2`) fires within eight years, inside the horizon.
+    """
+    cron_trigger(cron, "")  # a malformed expression gets its own message first
+    bounded = CronTrigger(**crontab_fields(cron), timezone=dt.UTC, end_date=now + HORIZON)
+    if bounded.get_next_fire_time(None, now) is None:
+        raise ScheduleInputError(
+            "--cron", cron,
+            f"never fires in the next {HORIZON_YEARS} years; check that the day of month "
+            "exists in the month (February has no 30th or 31st, April no 31st)",
+        )  # fmt: skip
 
 
 def _add_digest_job(scheduler: Any, digest: DigestSchedule, timezone: str, grace: int) -> None:

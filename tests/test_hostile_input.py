@@ -230,3 +230,20 @@ def test_schedule_times_out_of_range_get_one_line(
     assert words in line, line
     code, _ = invoke(runner, instance, "schedule", "list", "--json")
     assert code == 0
+
+
+@pytest.mark.parametrize("cron", ["0 9 31 2 *", "0 9 30 2 *", "0 9 31 4 *", "0 0 31 6,9,11 *"])
+def test_a_cron_that_can_never_fire_is_refused(
+    runner: CliRunner, instance: Instance, cron: str
+) -> None:
+    line = refused(runner, instance, "digest", "schedule", "--cron", cron)
+    assert f"--cron '{cron}': never fires in the next 10 years" in line
+    code, stderr = invoke(runner, instance, "digest", "list", "--json")
+    assert code == 0
+    result = runner.invoke(app, ["--config", str(instance.config), "digest", "list", "--json"])
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_leap_day_cron_is_accepted(runner: CliRunner, instance: Instance) -> None:
+    code, stderr = invoke(runner, instance, "digest", "schedule", "--cron", "0 9 29 2 *")
+    assert code == 0, stderr

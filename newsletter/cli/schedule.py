@@ -224,7 +224,8 @@ def digest_schedule(
     """Send every subscriber, on a cron, the issues they have not received yet."""
     settings = settings_for(ctx, config)
     with _database(settings) as (db, session):
-        jobs.cron_trigger(cron, "")  # refuse a bad expression before anything is stored
+        # Refuse a bad expression, or one that never fires, before anything is stored.
+        jobs.refuse_never_firing(cron, utcnow())
         digest = digests.create_digest(session, cron=cron, local=local, now=utcnow())
         zones = digests.digest_zones(session, digest)
         jobs.add_digest_jobs(db, digest, zones, _grace(settings))
