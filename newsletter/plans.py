@@ -158,7 +158,7 @@ def create_plans(
             .values(not_before=slot.fire_at, not_after=slot.not_after, updated_at=now)
         )
         created.append(record)
-    campaign.state, campaign.finished_at = CampaignState.SENDING, None
+    campaign.state, campaign.finished_at, campaign.reason = CampaignState.SENDING, None, ""
     session.add(campaign)
     session.commit()
     return created
@@ -206,18 +206,49 @@ def get_plan(session: Session, plan_id: int) -> SchedulePlan:
     return plan
 
 
+def _plan_count(session: Session, plan_id: int, *where: ColumnElement[bool]) -> int:
+    return int(session.exec(select(func.count()).where(_linked(plan_id), *where)).one())
+
+
 def miss_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | None:
     """Its window closed before it fired: waiting rows are skipped, never sent late."""
-    skipped = _skip_waiting(session, plan_id, MISSED_REPLY, now)
-    sent = session.exec(
-        select(func.count()).where(_linked(plan_id), col(Delivery.state) == DeliveryState.SENT)
-    ).one()
+    _skip_waiting(session, plan_id, MISSED_REPLY, now)
+    # Counted after the update, not from it: a sender that ran after the window closed has
+    # already skipped the rows itself (ledger.skip_missed), and they were not sent all the same.
+    missed = _plan_count(
+        session, plan_id, col(Delivery.state) == DeliveryState.SKIPPED,
+        col(Delivery.reply) == MISSED_REPLY,
+    )  # fmt: skip
+    sent = _plan_count(session, plan_id, col(Delivery.state) == DeliveryState.SENT)
     # A plain `worker` may have sent the rows on time while the scheduler itself was down.
     state = PlanState.FIRED if sent else PlanState.MISSED
-    reason = f"window closed before the scheduler fired; {skipped} rows not sent"
+    reason = f"window closed before the scheduler fired; {sent} rows sent, {missed} not sent"
     changed = _set_state(session, plan_id, state, now, reason)
+    if changed:
+        _settle_campaign(session, plan_id, now, "its send window closed before any row was sent")
     session.commit()
     return state if changed else None
+
+
+def _settle_campaign(session: Session, plan_id: int, now: dt.datetime, why: str) -> None:
+    """A sending campaign left with no live rows: finished if anyone got it, else ready again.
+
+    `finished` would claim a delivery nobody received; `ready` lets staff schedule or send it
+    again, which takes back the rows a missed or cancelled plan skipped.
+    """
+    plan = session.get(SchedulePlan, plan_id)
+    campaign = session.get(Campaign, plan.campaign_id) if plan is not None else None
+    if campaign is None or campaign.state != CampaignState.SENDING:
+        return
+    assert campaign.id is not None
+    if _live_rows(session, campaign.id):
+        return
+    if _count(session, campaign.id, DeliveryState.SENT):
+        campaign.state, campaign.finished_at = CampaignState.FINISHED, now
+    else:
+        campaign.state, campaign.finished_at = CampaignState.READY, None
+        campaign.reason = f"nobody received it: {why}"
+    session.add(campaign)
 
 
 def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | None:
@@ -246,13 +277,7 @@ def cancel_plan(session: Session, plan_id: int, now: dt.datetime) -> int:
         session.rollback()
         raise PlanStateError(plan_id, str(get_plan(session, plan_id).state))
     skipped = _skip_waiting(session, plan_id, CANCELLED_REPLY, now)
-    campaign = session.get(Campaign, plan.campaign_id)
-    if campaign is not None and campaign.state == CampaignState.SENDING:
-        if not _live_rows(session, plan.campaign_id):
-            sent = _count(session, plan.campaign_id, DeliveryState.SENT)
-            campaign.state = CampaignState.FINISHED if sent else CampaignState.READY
-            campaign.finished_at = now if sent else None
-            session.add(campaign)
+    _settle_campaign(session, plan_id, now, "its planned sends were cancelled")
     session.commit()
     return skipped
 

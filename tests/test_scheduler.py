@@ -237,6 +237,43 @@ def test_after_downtime_late_within_grace_else_missed(
         assert listed["state"] == "fired" and status["queued"] == len(active)
 
 
+def test_a_missed_plan_reports_the_rows_a_sender_already_skipped(
+    runner: CliRunner, instance: Instance
+) -> None:
+    """A worker that ran after the window closed skips the rows first; the plan still counts them."""
+    active = load_sample(runner, instance)
+    [row] = json.loads(cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z",
+                           "--json"))  # fmt: skip
+    with database(instance) as db:
+        _backdate(db, row["id"], late=dt.timedelta(hours=3), grace=dt.timedelta(hours=2))
+    cli(runner, instance, "worker", "--once")
+    with database(instance) as db:
+        asyncio.run(_lead_once(db))
+    [listed] = plans_json(runner, instance)
+    assert listed["state"] == "missed" and listed["missed"] == len(active)
+    assert listed["reason"].endswith(f"0 rows sent, {len(active)} not sent")
+
+
+def test_a_campaign_whose_only_plan_was_missed_is_not_finished(
+    runner: CliRunner, instance: Instance
+) -> None:
+    active = load_sample(runner, instance)
+    [row] = json.loads(cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z",
+                           "--json"))  # fmt: skip
+    with database(instance) as db:
+        _backdate(db, row["id"], late=dt.timedelta(hours=3), grace=dt.timedelta(hours=2))
+        asyncio.run(_lead_once(db))
+    status = json.loads(cli(runner, instance, "campaign", "status", str(row["campaign"]), "--json"))
+    assert status["state"] == "ready" and status["skipped"] == len(active)
+    assert "nobody received it" in status["reason"]
+    # Scheduling again takes the missed rows back, and the stale reason goes.
+    [again] = json.loads(cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z",
+                             "--json"))  # fmt: skip
+    assert again["recipients"] == len(active)
+    status = json.loads(cli(runner, instance, "campaign", "status", str(row["campaign"]), "--json"))
+    assert status["state"] == "sending" and status["reason"] == ""
+
+
 def test_job_survives_a_scheduler_restart_and_fires_once(
     runner: CliRunner, instance: Instance
 ) -> None:
