@@ -18,12 +18,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select, update
 from typer.testing import CliRunner
 
 from newsletter import runtime
 from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
+from newsletter.db import database_problem, make_engine
 from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
@@ -383,3 +386,114 @@ def test_send_on_a_locked_sqlite_database_is_one_line(runner: CliRunner, tmp_pat
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: SQLite database {database} is unavailable: database is locked")
+
+
+def test_sigterm_during_the_back_off_stops_the_worker_at_once(
+    runner: CliRunner, tmp_path: Path, processes: Callable[..., Process]
+) -> None:
+    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
+    cli(runner, instance, "init")
+    load(runner, instance, ["g1@example.org"])
+    queue(instance, "2020-01")
+    database = sqlite_file(instance)
+    server = start_sink()
+    env = sender_env(server, NEWSLETTER_DATABASE_URL=f"sqlite:///{database}?timeout=0.2")
+    try:
+        with exclusive(database):
+            worker = processes(instance, env, "worker")
+            # The waits double: by the third the worker is in a back-off of 4 s or more.
+            worker.says("retrying in 4 s")
+            asked = time.monotonic()
+            assert worker.terminate() == 0, worker.stderr
+            assert time.monotonic() - asked < 2.0, worker.stderr
+    finally:
+        server.stop()
+    assert not server.handler.received
+    assert_one_line_events(worker.stderr)
+
+
+@pytest.mark.postgres
+def test_run_survives_terminated_postgres_backends(
+    runner: CliRunner, tmp_path: Path, pg_url: str, processes: Callable[..., Process]
+) -> None:
+    """The scheduler's advisory lock connection dies too: `run` stands by, takes it back, and
+    its sender finishes the campaign."""
+    instance = make_instance(tmp_path, pg_url)
+    cli(runner, instance, "init")
+    people = [f"d{i:03d}@example.org" for i in range(150)]
+    load(runner, instance, people)
+    queue(instance, "2020-01")
+    server = start_sink(RecordingHandler(data_delay=0.02))
+    env = sender_env(
+        server, NEWSLETTER_DELIVERY__BATCH_SIZE="20", NEWSLETTER_DELIVERY__LEASE_SECONDS="3",
+        NEWSLETTER_SCHEDULE__POLL_SECONDS="0.2", NEWSLETTER_SCHEDULE__LOCK_RETRY_SECONDS="0.3",
+    )  # fmt: skip
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        daemon = processes(instance, env, "run")
+        daemon.says("this process fires jobs")
+        with psycopg.connect(plain, autocommit=True) as admin:
+            mark, bursts = 0, 0
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                [sent] = admin.execute(
+                    "SELECT count(*) FROM delivery WHERE state = 'sent'"
+                ).fetchone() or [0]
+                if sent >= len(people):
+                    break
+                assert daemon.alive(), daemon.stderr
+                assert time.monotonic() < deadline, daemon.stderr
+                now = sum(received(server).values())
+                if bursts < 3 and now >= mark + 40:
+                    burst_end = time.monotonic() + 0.3
+                    while time.monotonic() < burst_end:
+                        admin.execute(kill)
+                        time.sleep(0.01)
+                    bursts, mark = bursts + 1, now
+                time.sleep(0.05)
+        # The lock was lost with its connection and is held again.
+        wait_for(
+            lambda: daemon.stderr.count("this process fires jobs") >= 2,
+            lambda: f"the scheduler lock taken back\n{daemon.stderr}",
+        )
+        assert daemon.terminate() == 0, daemon.stderr
+    finally:
+        server.stop()
+    counts = received(server)
+    assert set(counts) == set(people) and max(counts.values()) == 1
+    assert_one_line_events(daemon.stderr)
+
+
+def test_faults_worth_waiting_out_are_told_from_mistakes(tmp_path: Path) -> None:
+    """A full disk, a lock or a refused connection is waited out; a missing table is a bug."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'full.db'}")
+    faults: list[DBAPIError] = []
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("CREATE TABLE t (b BLOB)"))
+            connection.commit()
+            # The file may not grow any further: SQLite's own SQLITE_FULL, as on a full disk.
+            connection.execute(text("PRAGMA max_page_count = 8"))
+            with pytest.raises(DBAPIError) as full:
+                for _ in range(100):
+                    connection.execute(text("INSERT INTO t VALUES (zeroblob(4000))"))
+            faults.append(full.value)
+            connection.rollback()
+            with pytest.raises(DBAPIError) as missing:
+                connection.execute(text("SELECT * FROM no_such_table"))
+    finally:
+        engine.dispose()
+    refused = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        with pytest.raises(DBAPIError) as unreachable:
+            refused.connect()
+    finally:
+        refused.dispose()
+    assert database_problem(faults[0]) == "database or disk is full"
+    assert database_problem(missing.value) is None
+    problem = database_problem(unreachable.value)
+    assert problem and "\n" not in problem and "127.0.0.1" in problem
