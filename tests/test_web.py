@@ -300,6 +300,30 @@ def test_pages_carry_safety_headers(client: TestClient) -> None:
     assert "未找到页面" in client.get("/nowhere").text
 
 
+def test_trailing_slash_redirects_to_the_configured_address_uncached(
+    client: TestClient, settings: Settings
+) -> None:
+    for path, target in [("/archive/", "/archive"), ("/subscribe/?lang=en", "/subscribe?lang=en"),
+                         ("/archive/2020-01/", "/archive/2020-01")]:  # fmt: skip
+        answer = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert answer.status_code == 307, path
+        assert answer.headers["location"] == f"{settings.base_url}{target}"
+        assert answer.headers["cache-control"] == "no-store"
+    missing = client.get("/archive/1999-01", headers={"Host": "evil.example"})
+    assert missing.status_code == 404 and missing.headers["cache-control"] == "no-store"
+    assert client.get("/nowhere/", follow_redirects=False).status_code == 404
+    assert client.get("/archive/").status_code == 200  # followed
+
+
+def test_an_origin_matching_only_the_host_header_is_refused(client: TestClient) -> None:
+    value = _csrf(client, "/subscribe")
+    forged = client.post(
+        "/subscribe", data={**FORM, "csrf": value},
+        headers={"Host": "evil.example", "Origin": "http://evil.example"},
+    )  # fmt: skip
+    assert forged.status_code == 403
+
+
 def test_archive_shows_only_issues_that_were_sent(
     client: TestClient, settings: Settings, runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from newsletter import runtime
 from newsletter.config import Settings
@@ -51,15 +52,37 @@ def create_app(
             engine.dispose()
 
     # No API docs: these pages are for readers, and the schema would only help a prober.
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No redirect_slashes: Starlette builds that redirect from the request's Host header, so
+    # `Host: evil.example` got `Location: http://evil.example/...`, cached publicly as well.
+    app = FastAPI(
+        lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
+    )
     app.state.web = context
     for router in (subscribe.router, links.router, archive.router):
         app.include_router(router)
     home = f"{settings.base_url}/archive"
     app.add_api_route("/", lambda: RedirectResponse(home, status_code=307), methods=["GET"])
+    _add_slash_redirect(app, settings.base_url)
     _add_error_pages(app)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _add_slash_redirect(app: FastAPI, base_url: str) -> None:
+    """`/archive/` goes to `/archive` at the configured address, never at the Host header's."""
+    routes = list(app.router.routes)
+
+    def without_slash(request: Request) -> RedirectResponse:
+        path = request.url.path
+        bare = path.rstrip("/")
+        scope = {"type": "http", "path": bare, "method": "GET"}
+        if not path.endswith("/") or not any(r.matches(scope)[0] == Match.FULL for r in routes):
+            raise HTTPException(404)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"{base_url}{bare}{query}", status_code=307)
+
+    # Registered last, so it only sees paths no page answers.
+    app.add_api_route("/{path:path}", without_slash, methods=["GET"], include_in_schema=False)
 
 
 def _add_error_pages(app: FastAPI) -> None:

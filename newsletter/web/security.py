@@ -85,7 +85,8 @@ class CsrfGuard:
             raise CsrfError
 
     def _origins(self, request: Request) -> set[str]:
-        return {_origin(self.base_url), _origin(str(request.base_url))}
+        # Not the request's own base URL: it comes from the Host header, which the sender chooses.
+        return {_origin(self.base_url)}
 
 
 class SecurityHeaders:
@@ -98,12 +99,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        public = str(scope.get("path", "")).startswith("/archive")
+        archive = str(scope.get("path", "")).startswith("/archive")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(_headers(public))
+                # Only the pages themselves: a redirect or an error is never kept by a cache.
+                headers.extend(_headers(archive and message.get("status") == 200))
                 message = {**message, "headers": headers}
             await send(message)
 
