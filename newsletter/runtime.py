@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from newsletter import directory
 from newsletter.config import Settings
-from newsletter.db import is_initialised, make_engine
+from newsletter.db import describe, is_initialised, make_engine
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.message import DkimKey
 from newsletter.delivery.smtp import SmtpTransport
@@ -23,7 +23,8 @@ def open_database(settings: Settings) -> Engine:
     engine = make_engine(settings.resolved_database_url)
     if not is_initialised(engine):
         raise ConfigError(
-            f"database {settings.resolved_database_url} has no schema yet; run `newsletter init`"
+            f"database {describe(settings.resolved_database_url)} has no schema yet; "
+            "run `newsletter init`"
         )
     return engine
 

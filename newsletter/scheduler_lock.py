@@ -10,6 +10,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from newsletter.db import database_problem
+
 # Advisory lock keys are per database, so one constant key means "the scheduler of this database".
 ADVISORY_KEY = zlib.crc32(b"newsletter.scheduler")
 
@@ -66,8 +68,10 @@ class SchedulerLock:
             )
             # Session-level lock: it outlives this transaction, which must not stay open.
             conn.commit()
-        except DBAPIError:
+        except DBAPIError as exc:
             conn.close()
+            if database_problem(exc) is not None:
+                raise  # the database is down, not held by another `run`: the caller waits it out
             return False
         if not got:
             conn.close()

@@ -277,8 +277,16 @@ def renew(
     """Extend this worker's leases on rows it still holds (waiting to go out, or on the wire)."""
     if not ids:
         return 0
+    # In id order, skipping rows a window write holds at this moment (it sets their lease
+    # itself): two transactions locking overlapping rows in different orders deadlock.
+    mine = (
+        sa_select(TABLE.c.id)
+        .where(TABLE.c.id.in_(list(ids)), _owned(worker))
+        .order_by(TABLE.c.id)
+        .with_for_update(skip_locked=True)
+    )
     result = session.execute(
-        update(TABLE).where(TABLE.c.id.in_(list(ids)), _owned(worker)).values(lease_until=until)
+        update(TABLE).where(TABLE.c.id.in_(mine.scalar_subquery())).values(lease_until=until)
     )
     session.commit()
     return _count(result)
