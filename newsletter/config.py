@@ -79,10 +79,29 @@ class ScheduleSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
-    # Subscribe-form limits, counted per process before any write or mail is sent.
+    # Subscribe-form limits, counted in the database (shared by every web process) before any
+    # write or mail is sent.
     subscribe_per_ip: int = Field(default=20, ge=1)
     subscribe_per_address: int = Field(default=3, ge=1)
     window_seconds: float = Field(default=3600.0, gt=0)
+    # Reverse proxies (addresses or networks such as "10.0.0.0/8") whose X-Forwarded-For names
+    # the client; from any other peer the header is ignored. None by default: a header anyone
+    # can send must not choose whose limit a request counts against.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network such as 10.0.0.0/8"
+                ) from None
+        return [entry.strip() for entry in value]
 
 
 class Settings(BaseSettings):

@@ -260,3 +260,19 @@ class ReceivedItem(SQLModel, table=True):
     item_id: int = Field(foreign_key="item.id", primary_key=True, ondelete="CASCADE")
     delivery_id: int = Field(foreign_key="delivery.id", index=True)
     received_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class WebRateLimit(SQLModel, table=True):
+    """Subscribe-form hits of one client or address in one fixed window, for every web process.
+
+    `key` is a keyed hash: the table never holds the addresses of people who did not subscribe,
+    nor readers' IP addresses. `slot` is the window's number: seconds since 2024 // its length
+    (an INTEGER column lasts until 2092 even with one-second windows).
+    """
+
+    __tablename__ = "web_rate_limit"
+
+    scope: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=64)
+    slot: int = Field(primary_key=True, index=True)
+    hits: int = 0

@@ -17,10 +17,11 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter.cli import app as cli
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.compose import recipient_links
+from newsletter.errors import ConfigError
 from newsletter.models import AuditEvent, Subscriber, utcnow
 from newsletter.web import WebLimits, create_app
 from tests.conftest import Instance
@@ -243,6 +244,76 @@ def test_limits_apply_before_any_write_or_mail(settings: Settings) -> None:
         stored = {s.email for s in session.exec(select(Subscriber))}
     engine.dispose()
     assert stored == {"new@example.org", "other@example.org"}
+
+
+def test_the_per_ip_limit_is_shared_by_every_web_process(settings: Settings) -> None:
+    """Two apps on one database, as two `serve` processes: together they allow the limit once."""
+    limits = WebLimits(subscribe_per_ip=3, subscribe_per_address=3)
+    with (
+        TestClient(create_app(settings, limits=limits)) as one,
+        TestClient(create_app(settings, limits=limits)) as two,
+    ):
+        answers = [
+            _post(client, "/subscribe", {**FORM, "email": f"p{n}@example.org"}).status_code
+            for n, client in enumerate([one, two, one, two])
+        ]
+    assert answers == [200, 200, 200, 429]
+    assert len(_mails(settings)) == 3
+
+
+def test_the_limit_lets_a_client_in_again_once_its_hits_age_out(settings: Settings) -> None:
+    now = [dt.datetime(2030, 1, 7, 9, 0, tzinfo=dt.UTC)]
+    limits = WebLimits(subscribe_per_ip=2, subscribe_per_address=9, window_seconds=60)
+    with TestClient(create_app(settings, limits=limits, clock=lambda: now[0])) as client:
+
+        def post(n: int) -> Response:
+            return _post(client, "/subscribe", {**FORM, "email": f"t{n}@example.org"})
+
+        assert [post(0).status_code, post(1).status_code] == [200, 200]
+        busy = post(2)
+        assert busy.status_code == 429 and 0 < int(busy.headers["Retry-After"]) <= 120
+        now[0] += dt.timedelta(seconds=int(busy.headers["Retry-After"]))
+        assert post(3).status_code == 200
+
+
+def _from(settings: Settings, peer: str, limits: WebLimits) -> TestClient:
+    return TestClient(create_app(settings, limits=limits), client=(peer, 40000))
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(settings: Settings) -> None:
+    untrusted = WebLimits(subscribe_per_ip=2)
+    # By default nobody is trusted, loopback included: the header cannot dodge the limit.
+    with _from(settings, "127.0.0.1", untrusted) as client:
+        answers = [
+            client.post("/subscribe", data={**FORM, "email": f"a{n}@example.org",
+                                            "csrf": _csrf(client, "/subscribe")},
+                        headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code
+            for n in range(3)
+        ]  # fmt: skip
+    assert answers == [200, 200, 429]
+    proxied = WebLimits(subscribe_per_ip=2, trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    with _from(settings, "127.0.0.1", proxied) as client:
+
+        def post(n: int, forwarded: str) -> int:
+            data = {**FORM, "email": f"b{n}@example.org", "csrf": _csrf(client, "/subscribe")}
+            headers = {"X-Forwarded-For": forwarded}
+            return client.post("/subscribe", data=data, headers=headers).status_code
+
+        # Each client has its own allowance behind the proxy chain (10.x is a trusted hop); a
+        # client's own X-Forwarded-For entry to the left changes nothing.
+        assert [post(0, "203.0.113.9"), post(1, "1.2.3.4, 203.0.113.9, 10.1.2.3")] == [200, 200]
+        assert post(2, "9.9.9.9, 203.0.113.9") == 429
+        assert post(3, "203.0.113.10") == 200
+
+
+def test_trusted_proxies_must_be_addresses(instance: Instance) -> None:
+    text = instance.config.read_text(encoding="utf-8")
+    instance.config.write_text(
+        text.replace("[web]\n", '[web]\ntrusted_proxies = ["10.0.0.0/8", "localhost"]\n', 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="'localhost' is not an IP address or network"):
+        load_settings(instance.config)
 
 
 def test_forged_altered_and_foreign_tokens_get_one_refusal(

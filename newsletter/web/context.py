@@ -21,8 +21,9 @@ from newsletter.errors import NewsletterError
 from newsletter.models import utcnow
 from newsletter.render.environment import render_template
 from newsletter.subscriptions.mail import deliver, subscription_message
-from newsletter.subscriptions.ratelimit import RateLimiter
+from newsletter.subscriptions.ratelimit import client_key
 from newsletter.subscriptions.signup import MailRequest
+from newsletter.web.limits import IpNetwork, SharedLimit, client_address, trusted_networks
 from newsletter.web.security import CsrfGuard
 
 log = logging.getLogger("newsletter.web")
@@ -30,16 +31,20 @@ log = logging.getLogger("newsletter.web")
 
 @dataclass(frozen=True)
 class WebLimits:
-    """Subscribe-form limits, counted in memory per process before any write or mail."""
+    """Subscribe-form limits, counted in the database before any write or mail."""
 
     subscribe_per_ip: int = 20
     subscribe_per_address: int = 3
     window_seconds: float = 3600.0
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebLimits:
         web = settings.web
-        return cls(web.subscribe_per_ip, web.subscribe_per_address, web.window_seconds)
+        return cls(
+            web.subscribe_per_ip, web.subscribe_per_address, web.window_seconds,
+            tuple(web.trusted_proxies),
+        )  # fmt: skip
 
 
 @dataclass
@@ -52,14 +57,28 @@ class WebContext:
     limits: WebLimits
     csrf: CsrfGuard
     clock: Callable[[], dt.datetime] = utcnow
-    per_ip: RateLimiter = field(init=False)
-    per_address: RateLimiter = field(init=False)
+    per_ip: SharedLimit = field(init=False)
+    per_address: SharedLimit = field(init=False)
+    trusted: tuple[IpNetwork, ...] = field(init=False)
     pages: dict[tuple[str, str], str] = field(default_factory=dict)  # archive page cache
 
     def __post_init__(self) -> None:
-        window = self.limits.window_seconds
-        self.per_ip = RateLimiter(limit=self.limits.subscribe_per_ip, window=window)
-        self.per_address = RateLimiter(limit=self.limits.subscribe_per_address, window=window)
+        limits, secret = self.limits, self.settings.secret
+        self.per_ip = SharedLimit(
+            self.engine, secret, scope="ip", limit=limits.subscribe_per_ip,
+            window=limits.window_seconds,
+        )  # fmt: skip
+        self.per_address = SharedLimit(
+            self.engine, secret, scope="address", limit=limits.subscribe_per_address,
+            window=limits.window_seconds,
+        )  # fmt: skip
+        self.trusted = trusted_networks(limits.trusted_proxies)
+
+    def client(self, request: Request) -> str:
+        """The key the per-IP limit counts this request against (see `client_address`)."""
+        peer = request.client.host if request.client else None
+        forwarded = request.headers.getlist("x-forwarded-for")
+        return client_key(client_address(peer, forwarded, self.trusted))
 
     @property
     def secret(self) -> bytes:

@@ -9,7 +9,6 @@ from fastapi.responses import HTMLResponse
 
 from newsletter import directory
 from newsletter.subscriptions.lifecycle import Actor
-from newsletter.subscriptions.ratelimit import client_key
 from newsletter.subscriptions.signup import check_form, request_signup
 from newsletter.web.context import Db, Web, WebContext, page
 
@@ -59,10 +58,10 @@ def subscribe(
     csrf: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     web.csrf.verify(request, csrf, FORM)
-    ip = client_key(request.client.host if request.client else None)
-    if not web.per_ip.hit(ip):
+    verdict = web.per_ip.hit(web.client(request), web.clock())
+    if not verdict.allowed:
         response = page(web, request, "busy.html.j2", status=429)
-        response.headers["Retry-After"] = str(web.per_ip.retry_after(ip))
+        response.headers["Retry-After"] = str(verdict.retry_after)
         return response
     chosen = sectors or []
     form, problems = check_form(
@@ -76,7 +75,7 @@ def subscribe(
         }  # fmt: skip
         return _form_page(web, request, db, values=values, problems=problems, status=400)
     # Over the per-address limit the answer is the same; only the mail is not sent again.
-    if web.per_address.hit(form.email):
+    if web.per_address.hit(form.email, web.clock()).allowed:
         mail = request_signup(db, web.secret, form, actor=Actor("subscriber", "web"))
         if mail is not None:
             background.add_task(web.send, mail)
