@@ -247,10 +247,14 @@ key_file = ""
 
 [web]
 # Subscribe form: posts per client address, and confirmation mails per subscriber address,
-# within window_seconds; checked before anything is written or mailed.
+# within window_seconds; checked before anything is written or mailed, counted in the
+# database so every web process shares the limits.
 subscribe_per_ip = 20
 subscribe_per_address = 3
 window_seconds = 3600
+# Reverse proxies whose X-Forwarded-For names the client (addresses or networks); none by
+# default, so a client cannot pick its own address for the per-IP limit.
+# trusted_proxies = ["127.0.0.1"]
 
 [delivery]
 # Messages per second over all connections (0: unlimited), and per recipient domain.

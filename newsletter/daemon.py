@@ -45,7 +45,7 @@ def web_server(settings: Settings, host: str, port: int) -> EmbeddedServer:
     from newsletter.web import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, proxy_headers=True, server_header=False,
+        create_app(settings), host=host, port=port, proxy_headers=False, server_header=False,
         log_level="warning",
     )  # fmt: skip
     return EmbeddedServer(config)

@@ -84,7 +84,7 @@ def test_pause_resume_cancel(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController
 ) -> None:
     _setup(runner, instance)
-    _ok(runner, instance, "schedule", "2020-01", "--at", "2099-03-01T09:00:00+00:00")
+    _ok(runner, instance, "schedule", "2020-01", "--at", "2035-03-01T09:00:00+00:00")
     _ok(runner, instance, "campaign", "pause", "1")
     code, _, err = _send(runner, instance, smtp_server)
     assert code == 1 and "campaign 1 is paused" in err and "campaign resume 1" in err

@@ -41,6 +41,6 @@ def serve(
     limits = WebLimits.from_settings(settings)
     application = create_app(settings, limits=limits)
     err.print(f"serving {settings.base_url} on http://{host}:{port}", markup=False)
-    # proxy_headers: behind a local reverse proxy the client address (for the per-IP limit)
-    # comes from X-Forwarded-For, trusted only from 127.0.0.1 (uvicorn's default).
-    uvicorn.run(application, host=host, port=port, proxy_headers=True, server_header=False)
+    # proxy_headers off: the app reads X-Forwarded-For itself, and only from the proxies named in
+    # `[web] trusted_proxies` (uvicorn would trust it from any loopback peer).
+    uvicorn.run(application, host=host, port=port, proxy_headers=False, server_header=False)

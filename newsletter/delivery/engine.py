@@ -550,8 +550,12 @@ class SendEngine:
         assert campaign is not None
         live = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.RETRY)
         if campaign.state == CampaignState.SENDING and not any(by_state.get(s) for s in live):
-            campaign.state, campaign.finished_at = CampaignState.FINISHED, self.clock()
-            if not by_state.get(DeliveryState.SENT):
+            if by_state.get(DeliveryState.SENT):
+                campaign.state, campaign.finished_at = CampaignState.FINISHED, self.clock()
+            else:
+                # `finished` would claim a delivery nobody received; `ready` lets staff send or
+                # schedule it again (which takes back rows a missed or cancelled plan skipped).
+                campaign.state = CampaignState.READY
                 campaign.reason = "nobody received it: " + ", ".join(
                     f"{n} {state}" for state, n in sorted(by_state.items())
                 )
