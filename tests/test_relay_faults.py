@@ -279,10 +279,16 @@ def _sender(instance: Instance, relay: LoopbackController) -> subprocess.Popen[s
                             env=env)  # fmt: skip
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+def _wait_for_mail(
+    relay: LoopbackController, sender: subprocess.Popen[str], count: int, timeout: float = 120.0
+) -> None:
+    """Until the relay has `count` messages; fails at once, with its stderr, if the sender ended."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
+    while len(relay.handler.received) < count:
+        if sender.poll() is not None:
+            _, errors = sender.communicate()
+            pytest.fail(f"the sender ended early ({sender.returncode}): {errors[-2000:]}")
+        assert time.monotonic() < deadline, f"{len(relay.handler.received)} of {count} arrived"
         time.sleep(0.02)
 
 
@@ -294,7 +300,7 @@ def test_pause_and_cancel_stop_a_running_sender_within_one_window(
     relay.handler.data_delay = 0.2  # a slow relay (60 take 6 s): the send is caught mid-way
     sender = _sender(instance, relay)
     try:
-        _wait_for(lambda: len(relay.handler.received) >= 10)
+        _wait_for_mail(relay, sender, 10)
         said = _cli(runner, instance, "campaign", action, "1")
         at_stop = len(relay.handler.received)
         out, errors = sender.communicate(timeout=120)
@@ -379,7 +385,7 @@ def test_campaign_report_json_counts_match_the_server_after_a_cancel(
     relay.handler.data_delay = 0.2
     sender = _sender(instance, relay)
     try:
-        _wait_for(lambda: len(relay.handler.received) >= 5)
+        _wait_for_mail(relay, sender, 5)
         _cli(runner, instance, "campaign", "cancel", "1")
         sender.communicate(timeout=120)
     finally:
