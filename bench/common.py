@@ -11,7 +11,7 @@ from collections.abc import Callable
 from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.content.issue_yaml import load_issue
-from newsletter.delivery.compose import IssueContext, RecipientData
+from newsletter.delivery.compose import IssueContext, MailSettings, RecipientData
 from newsletter.directory import bundled_data_dir, read_reference
 from newsletter.render.environment import make_environment
 
@@ -22,7 +22,7 @@ def context(settings: Settings | None = None) -> IssueContext:
         issue=load_issue(sample_issue_path().read_text(encoding="utf-8")),
         sectors={s.code: s for s in reference.sectors},
         embassies={e.code: e for e in reference.embassies},
-        settings=settings or Settings(secret_key="b" * 40),
+        mail=MailSettings.of(settings or Settings(secret_key="b" * 40)),
         env=make_environment(),
     )
 
@@ -78,7 +78,7 @@ def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
     from newsletter.render.digest import Recipient, personalise, render_digest
     from newsletter.tailor import select_items
 
-    s = ctx.settings
+    s = ctx.mail
     selection = select_items(ctx.issue, audience_for(r, ctx.embassies))
     digest = render_digest(ctx.issue, selection, language=r.language, sectors=ctx.sectors,
                            links=ctx.links, env=ctx.env)  # fmt: skip
@@ -86,6 +86,6 @@ def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
     filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
     envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
                         message_id(s.secret, 1, r.subscriber_id, s.domain),
-                        f"{s.list_id}.{s.domain}", unsubscribe, mailto)  # fmt: skip
+                        s.list_id_header, unsubscribe, mailto)  # fmt: skip
     message = build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html)
     return serialise(message, envelope)

@@ -138,8 +138,9 @@ def child_send(config: Path, port: int, concurrency: int, batch_size: int, helpe
     from newsletter.issues import get_issue
 
     settings = load_settings(config)
-    settings.smtp.port, settings.smtp.concurrency = port, concurrency
-    settings.delivery.batch_size = batch_size
+    settings = settings.overridden(
+        {"smtp.port": port, "smtp.concurrency": concurrency, "delivery.batch_size": batch_size}
+    )
     db = runtime.open_database(settings)
     with Session(db, expire_on_commit=False) as session:
         campaign, _ = prepare_send(session, get_issue(session, "2020-01").record)
@@ -192,9 +193,9 @@ def naive_rate(port: int, n: int) -> float:
     ctx = context()
     people = recipients(ctx, n, seed=7)
     started = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", port, local_hostname=ctx.settings.domain) as smtp:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=ctx.mail.domain) as smtp:
         for r in people:
-            smtp.sendmail(ctx.settings.sender.address, [r.email], naive_message(ctx, r))
+            smtp.sendmail(ctx.mail.sender.address, [r.email], naive_message(ctx, r))
     return n / (time.perf_counter() - started)
 
 

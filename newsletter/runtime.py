@@ -10,7 +10,7 @@ from sqlmodel import Session
 from newsletter import directory
 from newsletter.config import Settings
 from newsletter.db import describe, is_initialised, make_engine
-from newsletter.delivery.compose import IssueContext
+from newsletter.delivery.compose import IssueContext, MailSettings
 from newsletter.delivery.message import DkimKey
 from newsletter.delivery.smtp import SmtpTransport
 from newsletter.delivery.transports import FileTransport, NullTransport, Transport
@@ -70,7 +70,7 @@ def issue_context(session: Session, settings: Settings, slug: str) -> IssueConte
         issue=stored.issue,
         sectors=directory.sectors(session),
         embassies=directory.embassies(session),
-        settings=settings,
+        mail=MailSettings.of(settings),
         env=make_environment(templates_dir(settings)),
         dkim=load_dkim(settings),
     )

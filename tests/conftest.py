@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from newsletter.config import Settings, load_settings, sample_config
+from newsletter.content.issue_intake import sample_issue_path
+from newsletter.db import make_engine
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
-from newsletter.models import Delivery, Subscriber
+from newsletter.directory import bundled_data_dir
+from newsletter.models import Delivery, Subscriber, utcnow
 
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -78,6 +86,62 @@ class Instance:
     @property
     def settings(self) -> Settings:
         return load_settings(self.config)
+
+
+def invoke(
+    runner: CliRunner, instance: Instance, *args: str, env: dict[str, str] | None = None
+) -> Result:
+    """`newsletter --config <instance> ARGS...`, as a staff member would type it."""
+    from newsletter.cli import app
+
+    return runner.invoke(app, ["--config", str(instance.config), *args], env=env)
+
+
+def cli(
+    runner: CliRunner, instance: Instance, *args: str, env: dict[str, str] | None = None
+) -> str:
+    """The command's stdout; it must succeed."""
+    result = invoke(runner, instance, *args, env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def fails(
+    runner: CliRunner, instance: Instance, *args: str, env: dict[str, str] | None = None
+) -> str:
+    """The command's stderr; it must fail as a staff member's mistake does (exit status 1)."""
+    result = invoke(runner, instance, *args, env=env)
+    assert result.exit_code == 1, result.output
+    return result.stderr
+
+
+LISTS = bundled_data_dir() / "lists"
+
+
+def load_sample(runner: CliRunner, instance: Instance) -> set[str]:
+    """The sample lists and issue; the addresses of the active subscribers."""
+    cli(runner, instance, "subscribers", "import", str(LISTS))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    rows = json.loads(cli(runner, instance, "subscribers", "list", "--json"))
+    return {r["email"] for r in rows if r["status"] == "active"}
+
+
+@contextmanager
+def database(instance: Instance) -> Iterator[Engine]:
+    engine = make_engine(instance.settings.resolved_database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def at_in(seconds: float) -> str:
+    """An ISO time `seconds` from now, for `schedule --at`."""
+    return (utcnow() + dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+def plans_json(runner: CliRunner, instance: Instance) -> list[dict[str, Any]]:
+    return list(json.loads(cli(runner, instance, "schedule", "list", "--json")))
 
 
 def make_instance(tmp_path: Path, db_url: str) -> Instance:

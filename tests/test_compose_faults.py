@@ -156,8 +156,7 @@ def test_an_issue_that_cannot_render_is_one_error_and_its_rows_are_released(
     templates = tmp_path / "templates"
     shutil.copytree(default_templates_dir(), templates)
     (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
-    settings = instance.settings
-    settings.templates_dir = str(templates)
+    settings = instance.settings.overridden({"templates_dir": str(templates)})
     campaign_id = _sending_campaign(settings)
     with pytest.raises(IssueRenderError) as raised:
         _claim(settings, campaign_id, helper=helper)

@@ -110,8 +110,9 @@ def _rows(settings: Settings) -> dict[str, Delivery]:
 
 
 def _smtp(settings: Settings, server: LoopbackController) -> Settings:
-    settings.smtp.host, settings.smtp.port, settings.smtp.timeout = "127.0.0.1", server.port, 5
-    return settings
+    return settings.overridden(
+        {"smtp.host": "127.0.0.1", "smtp.port": server.port, "smtp.timeout": 5}
+    )
 
 
 def _dkim_key(folder: Path) -> tuple[Path, bytes]:
@@ -131,8 +132,13 @@ def test_a_helper_sends_the_same_signed_messages_once_each(
     people = _load(runner, instance, 40)
     key, record = _dkim_key(tmp_path)
     settings = _smtp(instance.settings, smtp_server)
-    settings.dkim.domain, settings.dkim.selector = "newsletter.example.org", "s2026"
-    settings.dkim.key_file = str(key)
+    settings = settings.overridden(
+        {
+            "dkim.domain": "newsletter.example.org",
+            "dkim.selector": "s2026",
+            "dkim.key_file": str(key),
+        }
+    )
 
     report = _send(settings)
 
@@ -199,8 +205,7 @@ def test_a_template_error_in_the_helper_pauses_the_campaign_with_the_reason(
     templates = tmp_path / "templates"
     shutil.copytree(default_templates_dir(), templates)
     (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
-    settings = _smtp(instance.settings, smtp_server)
-    settings.templates_dir = str(templates)
+    settings = _smtp(instance.settings, smtp_server).overridden({"templates_dir": str(templates)})
     report = _send(settings)
     assert report.state == "paused" and report.sent == report.failed == 0
     assert "cannot be rendered" in report.reason and "digest.mjml.j2" in report.reason
@@ -234,7 +239,7 @@ from newsletter.issues import get_issue
 
 def main() -> None:
     settings = load_settings(Path(sys.argv[1]))
-    settings.smtp.port, settings.smtp.concurrency = int(sys.argv[2]), 4
+    settings = settings.overridden({"smtp.port": int(sys.argv[2]), "smtp.concurrency": 4})
     db = runtime.open_database(settings)
     with Session(db, expire_on_commit=False) as session:
         campaign, _ = prepare_send(session, get_issue(session, "2020-01").record)

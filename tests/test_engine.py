@@ -69,12 +69,10 @@ def loaded(runner: CliRunner, instance: Instance) -> Instance:
 
 
 def _settings(instance: Instance, smtp: LoopbackController, **smtp_overrides: object) -> Settings:
-    settings = instance.settings
-    settings.smtp.host, settings.smtp.port = "127.0.0.1", smtp.port
-    settings.smtp.timeout = 5
-    for key, value in smtp_overrides.items():
-        setattr(settings.smtp, key, value)
-    return settings
+    overrides = {f"smtp.{key}": value for key, value in smtp_overrides.items()}
+    return instance.settings.overridden(
+        {"smtp.host": "127.0.0.1", "smtp.port": smtp.port, "smtp.timeout": 5, **overrides}
+    )
 
 
 def _run(
@@ -183,7 +181,7 @@ def test_authentication_failure_pauses_the_campaign_and_blames_nobody(
         assert {r.attempts for r in rows.values()} == {0}
         assert all(_subscriber(settings, p)[0].status == "active" for p in PEOPLE)
 
-        settings.smtp.password = "right"
+        settings = settings.overridden({"smtp.password": "right"})
         db = runtime.open_database(settings)
         with Session(db) as session:
             campaign = get_campaign(session, 1)
@@ -201,8 +199,9 @@ def test_unreachable_server_pauses_instead_of_failing_everyone(loaded: Instance)
     server = start_sink()
     port = server.port
     server.stop()  # nothing listens there now
-    settings = loaded.settings
-    settings.smtp.host, settings.smtp.port, settings.smtp.timeout = "127.0.0.1", port, 2
+    settings = loaded.settings.overridden(
+        {"smtp.host": "127.0.0.1", "smtp.port": port, "smtp.timeout": 2}
+    )
     report = _run(settings, Clock())
     assert report.state == "paused" and "cannot reach" in report.reason
     assert {r.state for r in _rows(settings).values()} == {DeliveryState.QUEUED}

@@ -102,10 +102,10 @@ def _load(runner: CliRunner, instance: Instance, count: int) -> list[str]:
 
 
 def _settings(instance: Instance, relay: LoopbackController, **delivery: float) -> Settings:
-    settings = instance.settings
-    settings.smtp.host, settings.smtp.port, settings.smtp.timeout = "127.0.0.1", relay.port, 10
-    settings.delivery = settings.delivery.model_copy(update=delivery)
-    return settings
+    changes = {f"delivery.{key}": value for key, value in delivery.items()}
+    return instance.settings.overridden(
+        {"smtp.host": "127.0.0.1", "smtp.port": relay.port, "smtp.timeout": 10, **changes}
+    )
 
 
 def _run(

@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter.cli import app as cli
-from newsletter.config import Settings, load_settings
+from newsletter.config import Settings, WebSettings, load_settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.compose import recipient_links
@@ -230,7 +230,7 @@ def test_the_answer_is_the_same_whatever_the_address_state(
 
 
 def test_limits_apply_before_any_write_or_mail(settings: Settings) -> None:
-    limits = WebLimits(subscribe_per_ip=3, subscribe_per_address=1)
+    limits = _limits(subscribe_per_ip=3, subscribe_per_address=1)
     with TestClient(create_app(settings, limits=limits)) as client:
         first = _post(client, "/subscribe", FORM)
         second = _post(client, "/subscribe", FORM)
@@ -248,7 +248,7 @@ def test_limits_apply_before_any_write_or_mail(settings: Settings) -> None:
 
 def test_the_per_ip_limit_is_shared_by_every_web_process(settings: Settings) -> None:
     """Two apps on one database, as two `serve` processes: together they allow the limit once."""
-    limits = WebLimits(subscribe_per_ip=3, subscribe_per_address=3)
+    limits = _limits(subscribe_per_ip=3, subscribe_per_address=3)
     with (
         TestClient(create_app(settings, limits=limits)) as one,
         TestClient(create_app(settings, limits=limits)) as two,
@@ -263,7 +263,7 @@ def test_the_per_ip_limit_is_shared_by_every_web_process(settings: Settings) -> 
 
 def test_the_limit_lets_a_client_in_again_once_its_hits_age_out(settings: Settings) -> None:
     now = [dt.datetime(2030, 1, 7, 9, 0, tzinfo=dt.UTC)]
-    limits = WebLimits(subscribe_per_ip=2, subscribe_per_address=9, window_seconds=60)
+    limits = _limits(subscribe_per_ip=2, subscribe_per_address=9, window_seconds=60)
     with TestClient(create_app(settings, limits=limits, clock=lambda: now[0])) as client:
 
         def post(n: int) -> Response:
@@ -276,12 +276,17 @@ def test_the_limit_lets_a_client_in_again_once_its_hits_age_out(settings: Settin
         assert post(3).status_code == 200
 
 
+def _limits(**web: Any) -> WebLimits:
+    """The `[web]` defaults with `web` changed, as `serve` builds its limits."""
+    return WebLimits.of(WebSettings(**web))
+
+
 def _from(settings: Settings, peer: str, limits: WebLimits) -> TestClient:
     return TestClient(create_app(settings, limits=limits), client=(peer, 40000))
 
 
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(settings: Settings) -> None:
-    untrusted = WebLimits(subscribe_per_ip=2)
+    untrusted = _limits(subscribe_per_ip=2)
     # By default nobody is trusted, loopback included: the header cannot dodge the limit.
     with _from(settings, "127.0.0.1", untrusted) as client:
         answers = [
@@ -291,7 +296,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(settings: Settings) ->
             for n in range(3)
         ]  # fmt: skip
     assert answers == [200, 200, 429]
-    proxied = WebLimits(subscribe_per_ip=2, trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    proxied = _limits(subscribe_per_ip=2, trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
     with _from(settings, "127.0.0.1", proxied) as client:
 
         def post(n: int, forwarded: str) -> int:

@@ -156,11 +156,9 @@ def send(
     json_: JsonOption = False,
 ) -> None:
     """Send an issue to every active subscriber not yet sent it (re-running never re-sends)."""
-    settings = settings_for(ctx, config)
-    if smtp_host:
-        settings.smtp.host = smtp_host
-    if smtp_port:
-        settings.smtp.port = smtp_port
+    settings = settings_for(ctx, config).overridden(
+        {"smtp.host": smtp_host or None, "smtp.port": smtp_port or None}
+    )
     if transport not in (None, "file", "smtp", "null"):
         raise typer.BadParameter("use file, smtp or null", param_hint="--transport")
     started = time.perf_counter()

@@ -76,8 +76,7 @@ def demo(
     config.write_text(sample_config(), encoding="utf-8")
     settings = load_settings(config)
     if smtp:
-        settings.transport = "smtp"
-        settings.smtp.host, settings.smtp.port = host, port
+        settings = settings.overridden({"transport": "smtp", "smtp.host": host, "smtp.port": port})
     _initialise(settings)
     with open_session(settings) as session:
         rows = read_lists(session, [runtime.data_dir(settings) / "lists"], skip_invalid=False)

@@ -33,11 +33,12 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Serve the subscriber pages; `base_url` in the config is the address readers see."""
-    settings = settings_for(ctx, config)
-    if subscribe_per_ip:
-        settings.web.subscribe_per_ip = subscribe_per_ip
-    if subscribe_per_address:
-        settings.web.subscribe_per_address = subscribe_per_address
+    settings = settings_for(ctx, config).overridden(
+        {
+            "web.subscribe_per_ip": subscribe_per_ip,
+            "web.subscribe_per_address": subscribe_per_address,
+        }
+    )
     limits = WebLimits.from_settings(settings)
     application = create_app(settings, limits=limits)
     err.print(f"serving {settings.base_url} on http://{host}:{port}", markup=False)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import jinja2
 
 from newsletter import addresses
-from newsletter.config import Settings
+from newsletter.config import SenderSettings, Settings, secret_bytes
 from newsletter.content.model import Issue
 from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
 from newsletter.delivery.prepared import PreparedDigest, prepare
@@ -38,6 +38,37 @@ class RecipientData:
     token_key: str
 
 
+@dataclass(frozen=True)
+class MailSettings:
+    """What building a message needs of the settings, and nothing more.
+
+    It travels to the helper process with every issue context, so it holds no credential the
+    composing does not use: no SMTP login, no database URL. The secret key is here because the
+    links and Message-IDs built here are signed with it.
+    """
+
+    base_url: str
+    domain: str
+    list_id: str
+    sender: SenderSettings
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> MailSettings:
+        return cls(
+            base_url=settings.base_url, domain=settings.domain, list_id=settings.list_id,
+            sender=settings.sender, secret_key=settings.secret_key,
+        )  # fmt: skip
+
+    @property
+    def secret(self) -> bytes:
+        return secret_bytes(self.secret_key)
+
+    @property
+    def list_id_header(self) -> str:
+        return f"{self.list_id}.{self.domain}"
+
+
 @dataclass
 class IssueContext:
     """Everything shared by all recipients of one issue; built once per send."""
@@ -45,7 +76,7 @@ class IssueContext:
     issue: Issue
     sectors: dict[str, SectorDef]
     embassies: dict[str, EmbassyDef]
-    settings: Settings
+    mail: MailSettings
     env: jinja2.Environment
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
@@ -55,7 +86,7 @@ class IssueContext:
 
     @property
     def links(self) -> DigestLinks:
-        return DigestLinks(base_url=self.settings.base_url)
+        return DigestLinks(base_url=self.mail.base_url)
 
 
 @dataclass(frozen=True)
@@ -138,7 +169,7 @@ def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, st
     return chosen, key, digest
 
 
-def recipient_links(settings: Settings, token_key: str) -> tuple[str, str, str]:
+def recipient_links(settings: Settings | MailSettings, token_key: str) -> tuple[str, str, str]:
     """Unsubscribe URL, preferences URL and unsubscribe mailto for one subscriber."""
     secret = settings.secret
     unsubscribe = make_token(secret, Purpose.UNSUBSCRIBE, token_key)
@@ -153,19 +184,19 @@ def recipient_links(settings: Settings, token_key: str) -> tuple[str, str, str]:
 
 def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, RenderedDigest]:
     key, digest = digest_for(ctx, recipient)
-    unsubscribe, preferences, _ = recipient_links(ctx.settings, recipient.token_key)
+    unsubscribe, preferences, _ = recipient_links(ctx.mail, recipient.token_key)
     return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences))
 
 
 def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDigest:
-    sender = ctx.settings.sender
+    sender = ctx.mail.sender
     return ctx.prepared.get_or_render(
         key,
         lambda: prepare(
             digest,
             from_name=sender.name,
             from_address=sender.address,
-            list_id=f"{ctx.settings.list_id}.{ctx.settings.domain}",
+            list_id=ctx.mail.list_id_header,
             reply_to=sender.reply_to,
         ),
     )
@@ -202,21 +233,19 @@ def personal_message(
 
     What fails here (an address with no wire form, say) is this recipient's alone.
     """
-    settings = ctx.settings
-    unsubscribe, preferences, mailto = recipient_links(settings, recipient.token_key)
+    mail = ctx.mail
+    unsubscribe, preferences, mailto = recipient_links(mail, recipient.token_key)
     to = addresses.wire(recipient.email)
     envelope = Envelope(
-        from_address=settings.sender.address,
-        from_name=settings.sender.name,
+        from_address=mail.sender.address,
+        from_name=mail.sender.name,
         to_address=to,
         to_name=recipient.name,
-        message_id=message_id(
-            settings.secret, campaign_id, recipient.subscriber_id, settings.domain
-        ),
-        list_id=f"{settings.list_id}.{settings.domain}",
+        message_id=message_id(mail.secret, campaign_id, recipient.subscriber_id, mail.domain),
+        list_id=mail.list_id_header,
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=mailto,
-        reply_to=settings.sender.reply_to,
+        reply_to=mail.sender.reply_to,
     )
     digest = profile.digest
     who = Recipient(recipient.name, unsubscribe, preferences)
@@ -227,7 +256,7 @@ def personal_message(
         signed = dkim_sign(data, ctx.dkim)  # the DKIM-Signature header, then `data`
         parts = [signed[: len(signed) - len(data)], *parts]
     letter = Letter(
-        mail_from=sender_address(settings.sender.address, "[sender] address"),
+        mail_from=sender_address(mail.sender.address, "[sender] address"),
         rcpt=to,
         parts=tuple(parts),
         name=f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}",

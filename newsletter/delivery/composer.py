@@ -34,13 +34,13 @@ from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from newsletter.config import Settings
 from newsletter.content.model import Issue
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
 from newsletter.delivery.compose import (
     IssueContext,
     Letter,
+    MailSettings,
     RecipientData,
     personal_message,
     profile_message,
@@ -236,10 +236,13 @@ class LocalComposer:
 
 @dataclass(frozen=True)
 class HelperSetup:
-    """What the helper needs to build its own database engine and issue context; all picklable."""
+    """What the helper needs to build its own database engine and issue context; all picklable.
+
+    Pickled to the helper process: `mail` carries no SMTP credentials (the helper never sends).
+    """
 
     database_url: str
-    settings: Settings
+    mail: MailSettings
     issue: Issue
     sectors: dict[str, SectorDef]
     embassies: dict[str, EmbassyDef]
@@ -259,7 +262,7 @@ class HelperSetup:
         ):
             return None
         return cls(
-            database_url=db.url.render_as_string(hide_password=False), settings=ctx.settings,
+            database_url=db.url.render_as_string(hide_password=False), mail=ctx.mail,
             issue=ctx.issue, sectors=ctx.sectors, embassies=ctx.embassies, templates=templates,
             dkim=ctx.dkim, cache_size=ctx.cache.maxsize,
         )  # fmt: skip
@@ -305,7 +308,7 @@ def _helper_state() -> tuple[Engine, IssueContext]:
         assert _setup is not None, "the helper process was not initialised"
         s = _setup
         ctx = IssueContext(
-            issue=s.issue, sectors=s.sectors, embassies=s.embassies, settings=s.settings,
+            issue=s.issue, sectors=s.sectors, embassies=s.embassies, mail=s.mail,
             env=make_environment(s.templates), dkim=s.dkim,
             cache=ProfileCache(s.cache_size), prepared=BoundedCache(s.cache_size),
         )  # fmt: skip

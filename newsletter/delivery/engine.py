@@ -64,10 +64,10 @@ class RetryPolicy:
     an outage of a quarter of an hour costs nobody their issue.
     """
 
-    max_attempts: int = 0
-    base: dt.timedelta = dt.timedelta(minutes=1)
-    cap: dt.timedelta = dt.timedelta(hours=2)
-    max_age: dt.timedelta = dt.timedelta(hours=48)
+    max_attempts: int
+    base: dt.timedelta
+    cap: dt.timedelta
+    max_age: dt.timedelta
 
     @classmethod
     def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
@@ -144,7 +144,7 @@ class SendEngine:
         db: Engine,
         context: IssueContext,
         transport: Transport,
-        delivery: DeliverySettings | None = None,
+        delivery: DeliverySettings,
         clock: Callable[[], dt.datetime] = utcnow,
         rng: random.Random | None = None,
         progress: Progress | None = None,
@@ -152,7 +152,7 @@ class SendEngine:
         worker: str | None = None,
         helper: bool | None = None,
     ) -> None:
-        settings = delivery or DeliverySettings()
+        settings = delivery
         self.db = db
         self.ctx = context
         self.transport = transport

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from newsletter.web.app import create_app
-from newsletter.web.context import WebLimits
+from newsletter.web.limits import WebLimits
 
 __all__ = ["WebLimits", "create_app"]

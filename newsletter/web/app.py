@@ -21,7 +21,8 @@ from newsletter.render.environment import make_environment
 from newsletter.subscriptions.lifecycle import PreferencesError
 from newsletter.subscriptions.tokens import InvalidToken
 from newsletter.web import archive, links, subscribe
-from newsletter.web.context import WebContext, WebLimits, page, web_context
+from newsletter.web.context import WebContext, page, web_context
+from newsletter.web.limits import WebLimits
 from newsletter.web.security import CsrfError, CsrfGuard, SecurityHeaders
 
 

@@ -23,28 +23,16 @@ from newsletter.render.environment import render_template
 from newsletter.subscriptions.mail import deliver, subscription_message
 from newsletter.subscriptions.ratelimit import client_key
 from newsletter.subscriptions.signup import MailRequest
-from newsletter.web.limits import IpNetwork, SharedLimit, client_address, trusted_networks
+from newsletter.web.limits import (
+    IpNetwork,
+    SharedLimit,
+    WebLimits,
+    client_address,
+    trusted_networks,
+)
 from newsletter.web.security import CsrfGuard
 
 log = logging.getLogger("newsletter.web")
-
-
-@dataclass(frozen=True)
-class WebLimits:
-    """Subscribe-form limits, counted in the database before any write or mail."""
-
-    subscribe_per_ip: int = 20
-    subscribe_per_address: int = 3
-    window_seconds: float = 3600.0
-    trusted_proxies: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WebLimits:
-        web = settings.web
-        return cls(
-            web.subscribe_per_ip, web.subscribe_per_address, web.window_seconds,
-            tuple(web.trusted_proxies),
-        )  # fmt: skip
 
 
 @dataclass

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col
 
+from newsletter.config import Settings, WebSettings
 from newsletter.models import WebRateLimit
 
 _EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -64,6 +65,30 @@ def client_address(
             break  # garbage from the client side: count it against the proxy's neighbour
         current = nxt
     return current
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """Subscribe-form limits, counted in the database before any write or mail.
+
+    No defaults of its own: the values come from `[web]` (`WebSettings` holds the defaults).
+    """
+
+    subscribe_per_ip: int
+    subscribe_per_address: int
+    window_seconds: float
+    trusted_proxies: tuple[str, ...]
+
+    @classmethod
+    def of(cls, web: WebSettings) -> WebLimits:
+        return cls(
+            web.subscribe_per_ip, web.subscribe_per_address, web.window_seconds,
+            tuple(web.trusted_proxies),
+        )  # fmt: skip
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebLimits:
+        return cls.of(settings.web)
 
 
 @dataclass(frozen=True)
