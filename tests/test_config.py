@@ -41,10 +41,11 @@ def test_the_sample_file_is_the_models_own_defaults(tmp_path: Path) -> None:
     # Every key written is a field, and every field is written (or, like a list left empty,
     # shown as an example to uncomment) with its description above it.
     values = tomllib.loads(text)
-    for model, table, name in [
+    fields: list[tuple[type[pydantic.BaseModel], dict[str, object], str]] = [
         *((Settings, values, n) for n in Settings.model_fields if n not in SECTIONS),
         *((m, values[s], n) for s, m in SECTIONS.items() for n in m.model_fields),
-    ]:
+    ]
+    for model, table, name in fields:
         if name == "base_dir":
             continue
         info = model.model_fields[name]
@@ -160,5 +161,5 @@ def test_retry_policy_and_web_limits_have_no_defaults_of_their_own() -> None:
         RetryPolicy()  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         WebLimits()  # type: ignore[call-arg]
-    limits = WebLimits.from_settings(Settings(web={"subscribe_per_ip": 7}))  # type: ignore[arg-type]
+    limits = WebLimits.from_settings(Settings(web={"subscribe_per_ip": 7}))
     assert (limits.subscribe_per_ip, limits.subscribe_per_address) == (7, 3)

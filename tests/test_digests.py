@@ -20,8 +20,7 @@ from newsletter.delivery.sink import LoopbackController
 from newsletter.delivery.worker import Worker
 from newsletter.digests import owes_issue
 from newsletter.models import DigestRun, ReceivedItem
-from tests.conftest import Instance
-from tests.test_scheduler import cli, database, fails, load_sample
+from tests.conftest import Instance, cli, database, fails, load_sample
 
 SAMPLE = Path(__file__).parent.parent / "newsletter" / "content" / "samples" / "2020-01.yaml"
 
