@@ -12,9 +12,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
@@ -322,6 +325,22 @@ def test_kill_9_mid_send_then_send_again_reaches_everyone_once(
 
 
 @pytest.mark.postgres
+@dataclass
+class _AllGreetedHandler(RecordingHandler):
+    """Holds every message until `expected` senders have greeted it (distinct EHLO names), so
+    the first worker up cannot take the whole campaign before the others start."""
+
+    expected: int = 1
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        import asyncio
+
+        deadline = time.monotonic() + 30
+        while len(set(self.helo_names)) < self.expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await super().handle_DATA(server, session, envelope)
+
+
 def test_several_workers_share_one_campaign_on_postgresql(
     runner: CliRunner, tmp_path: Path, pg_url: str
 ) -> None:
@@ -343,17 +362,22 @@ def test_several_workers_share_one_campaign_on_postgresql(
         prepare_send(session, get_issue(session, "2020-01").record)
     db.dispose()
 
-    handler = RecordingHandler(data_delay=0.01)
+    handler = _AllGreetedHandler(data_delay=0.01, expected=3)
     server = start_sink(handler)
     env = {**os.environ, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP__PORT": str(server.port),
            "NEWSLETTER_DELIVERY__BATCH_SIZE": "10"}  # fmt: skip
     command = [_newsletter(), "--config", str(instance.config), "worker", "--once"]
     try:
+        # Each worker greets (EHLO) and signs its Message-IDs with a domain of its own.
         workers = [
             subprocess.Popen(
-                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+                command,
+                env={**env, "NEWSLETTER_DOMAIN": f"worker{i}.example.org"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
-            for _ in range(3)
+            for i in range(3)
         ]
         for w in workers:
             _, stderr = w.communicate(timeout=60)
@@ -362,7 +386,9 @@ def test_several_workers_share_one_campaign_on_postgresql(
         assert set(counts) == set(people) and max(counts.values()) == 1
         rows = _rows(instance.settings)
         assert {r.state for r in rows.values()} == {DeliveryState.SENT}
-        # More than one worker did real work (each stamps its rows while they are in flight).
+        # Every worker did real work: each row's Message-ID names the worker that sent it.
+        senders = Counter(r.message_id.rsplit("@", 1)[1].rstrip(">") for r in rows.values())
+        assert set(senders) == {f"worker{i}.example.org" for i in range(3)}, senders
         assert len({r.message_id for r in rows.values()}) == len(people)
     finally:
         server.stop()
