@@ -40,7 +40,8 @@ def read_reference(data_dir: Path) -> Reference:
 
 
 def sync_reference(session: Session, reference: Reference) -> None:
-    """Insert or update every sector and embassy; rows no longer listed are kept (subscribers use them)."""
+    """Insert or update every sector and embassy (no commit); rows no longer listed are kept
+    (subscribers use them)."""
     for position, s in enumerate(reference.sectors):
         session.merge(
             Sector(
@@ -59,7 +60,7 @@ def sync_reference(session: Session, reference: Reference) -> None:
             "default_sectors": list(e.default_sectors),
         }
         session.merge(Embassy(**fields))
-    session.commit()
+    session.flush()
 
 
 def sectors(session: Session) -> dict[str, SectorDef]:

@@ -38,7 +38,7 @@ def _sent_count(session: Session, issue_id: int) -> int:
 
 
 def save_issue(session: Session, issue: Issue, source_yaml: str) -> tuple[IssueRecord, bool]:
-    """Store or replace an issue (not one already sent); returns the record and whether it is new."""
+    """Store or replace an issue (not one already sent), no commit; the record and whether it is new."""
     record = session.exec(select(IssueRecord).where(IssueRecord.slug == issue.slug)).first()
     created = record is None
     if record is None:
@@ -65,7 +65,7 @@ def save_issue(session: Session, issue: Issue, source_yaml: str) -> tuple[IssueR
                 always=item.always,
             )
         )  # fmt: skip
-    session.commit()
+    session.flush()
     return record, created
 
 

@@ -26,9 +26,9 @@ from newsletter import runtime
 from newsletter.cli import app
 from newsletter.config import DeliverySettings, Settings, SmtpSettings
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.campaigns import open_campaign, prepare_send
+from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.composer import portable
-from newsletter.delivery.engine import SendEngine, SendReport
+from newsletter.delivery.engine import SendReport
 from newsletter.delivery.replies import Reply
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
@@ -36,6 +36,8 @@ from newsletter.delivery.transports import CONNECTION_FAULT, Outgoing
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState
 from newsletter.render.environment import TemplateRenderError, default_templates_dir
+from newsletter.services import sending
+from newsletter.services.actors import Actor
 from tests.conftest import Instance, ledger_by_email, make_instance
 
 EMBASSIES = ["de-berlin", "fr-paris", "jp-tokyo"]
@@ -78,31 +80,26 @@ def _send(
     worker: str | None = None,
     prepare: bool = True,
 ) -> SendReport:
-    db = runtime.open_database(settings)
-    try:
-        with Session(db, expire_on_commit=False) as session:
-            record = get_issue(session, "2020-01").record
-            campaign = (
-                prepare_send(session, record)[0] if prepare else open_campaign(session, record)[0]
-            )
-            context = runtime.issue_context(session, settings, "2020-01")
-        stop = asyncio.Event()
-        done = Counter[str]()
+    """`newsletter send` (`prepare=False`: the engine alone, as a worker), stopped after
+    `stop_after` messages if given."""
+    stop = asyncio.Event()
+    done = Counter[str]()
 
-        def progress(n: int) -> None:
-            done["messages"] += n
-            if stop_after is not None and done["messages"] >= stop_after:
-                stop.set()
+    def progress(n: int) -> None:
+        done["messages"] += n
+        if stop_after is not None and done["messages"] >= stop_after:
+            stop.set()
 
-        engine = SendEngine(
-            db=db, context=context, transport=runtime.make_transport(settings, transport),
-            delivery=DeliverySettings(batch_size=batch_size), helper=helper, stop=stop,
-            progress=progress, worker=worker,
+    delivery = DeliverySettings(batch_size=batch_size)
+    if prepare:
+        return sending.send_issue(
+            settings, "2020-01", actor=Actor.cli(), transport=transport, delivery=delivery,
+            helper=helper, stop=stop, progress=progress, worker=worker,
         )  # fmt: skip
-        assert campaign.id is not None
-        return asyncio.run(engine.run(campaign.id))
-    finally:
-        db.dispose()
+    return sending.send_campaign_rows(
+        settings, "2020-01", transport=transport, delivery=delivery, helper=helper, stop=stop,
+        progress=progress, worker=worker,
+    )  # fmt: skip
 
 
 def _rows(settings: Settings) -> dict[str, Delivery]:
@@ -227,26 +224,18 @@ def test_errors_that_do_not_pickle_are_carried_as_themselves() -> None:
 
 
 DRIVER = """
-import asyncio, sys
+import sys
 from pathlib import Path
-from sqlmodel import Session
-from newsletter import runtime
 from newsletter.config import DeliverySettings, load_settings
-from newsletter.delivery.campaigns import open_campaign, prepare_send
-from newsletter.delivery.engine import SendEngine
-from newsletter.issues import get_issue
+from newsletter.services.actors import Actor
+from newsletter.services.sending import send_issue
 
 
 def main() -> None:
     settings = load_settings(Path(sys.argv[1]))
     settings = settings.overridden({"smtp.port": int(sys.argv[2]), "smtp.concurrency": 4})
-    db = runtime.open_database(settings)
-    with Session(db, expire_on_commit=False) as session:
-        campaign, _ = prepare_send(session, get_issue(session, "2020-01").record)
-        context = runtime.issue_context(session, settings, "2020-01")
-    engine = SendEngine(db=db, context=context, transport=runtime.make_transport(settings, "smtp"),
-                        delivery=DeliverySettings(batch_size=8), helper=True)
-    asyncio.run(engine.run(campaign.id))
+    send_issue(settings, "2020-01", actor=Actor.cli(), transport="smtp",
+               delivery=DeliverySettings(batch_size=8), helper=True)
 
 
 if __name__ == "__main__":

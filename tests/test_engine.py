@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -25,11 +24,13 @@ from newsletter import runtime
 from newsletter.cli import app
 from newsletter.config import DeliverySettings, Settings
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.campaigns import get_campaign, open_campaign, prepare_send
-from newsletter.delivery.engine import SendEngine, SendReport
+from newsletter.delivery.campaigns import get_campaign, prepare_send
+from newsletter.delivery.engine import SendReport
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import AuditEvent, CampaignState, Delivery, DeliveryState, Subscriber
+from newsletter.services import sending
+from newsletter.services.actors import Actor
 from tests.conftest import Instance, ledger_by_email
 
 PEOPLE = [f"p{i}@mission{i % 3}.example.org" for i in range(6)]
@@ -86,23 +87,15 @@ def _run(
     prepare: bool = True,
 ) -> SendReport:
     """What `newsletter send` does; `prepare=False`: only the engine, as a worker runs it."""
-    db = runtime.open_database(settings)
-    try:
-        with Session(db, expire_on_commit=False) as session:
-            record = get_issue(session, "2020-01").record
-            campaign = (
-                prepare_send(session, record)[0] if prepare else open_campaign(session, record)[0]
-            )
-            context = runtime.issue_context(session, settings, "2020-01")
-        engine = SendEngine(
-            db=db, context=context, transport=runtime.make_transport(settings, "smtp"),
-            delivery=delivery or DeliverySettings(retry_base_seconds=60), clock=clock,
-            rng=random.Random(7),
+    delivery = delivery or DeliverySettings(retry_base_seconds=60)
+    if prepare:
+        return sending.send_issue(
+            settings, "2020-01", actor=Actor.cli(), transport="smtp", clock=clock,
+            rng=random.Random(7), delivery=delivery,
         )  # fmt: skip
-        assert campaign.id is not None
-        return asyncio.run(engine.run(campaign.id))
-    finally:
-        db.dispose()
+    return sending.send_campaign_rows(
+        settings, "2020-01", transport="smtp", clock=clock, rng=random.Random(7), delivery=delivery
+    )
 
 
 def _rows(settings: Settings) -> dict[str, Delivery]:

@@ -3,7 +3,6 @@ pause and cancel within one window. Asserted at the SMTP server's own log and in
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -27,11 +26,13 @@ from newsletter import runtime
 from newsletter.cli import app
 from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.campaigns import open_campaign, prepare_send
-from newsletter.delivery.engine import SendEngine, SendReport
+from newsletter.delivery.campaigns import prepare_send
+from newsletter.delivery.engine import SendReport
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState, Subscriber, SubscriberStatus, utcnow
+from newsletter.services import sending
+from newsletter.services.actors import Actor
 from tests.conftest import Instance, ledger_by_email, make_instance
 
 DOMAINS = ("mission0.example.org", "mission1.example.org", "mission2.example.org")
@@ -112,22 +113,14 @@ def _run(
     settings: Settings, clock: Callable[[], dt.datetime] = utcnow, *, prepare: bool = True
 ) -> SendReport:
     """What `newsletter send` does (`prepare=False`: the engine alone, as a worker runs it)."""
-    db = runtime.open_database(settings)
-    try:
-        with DbSession(db, expire_on_commit=False) as session:
-            record = get_issue(session, "2020-01").record
-            campaign = (
-                prepare_send(session, record)[0] if prepare else open_campaign(session, record)[0]
-            )
-            context = runtime.issue_context(session, settings, "2020-01")
-        assert campaign.id is not None
-        engine = SendEngine(
-            db=db, context=context, transport=runtime.make_transport(settings, "smtp"),
-            delivery=settings.delivery, clock=clock, rng=random.Random(7),
+    if prepare:
+        return sending.send_issue(
+            settings, "2020-01", actor=Actor.cli(), transport="smtp", clock=clock,
+            rng=random.Random(7),
         )  # fmt: skip
-        return asyncio.run(engine.run(campaign.id))
-    finally:
-        db.dispose()
+    return sending.send_campaign_rows(
+        settings, "2020-01", transport="smtp", clock=clock, rng=random.Random(7)
+    )
 
 
 def _statuses(settings: Settings) -> Counter[str]:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from newsletter.actors import Actor, ActorKind
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
@@ -25,17 +26,18 @@ from newsletter.subscriptions.bounce_policy import (
     DEFAULT_SOFT_THRESHOLD,
     DEFAULT_SOFT_WINDOW,
     Applied,
-    apply_bounces,
+    apply_reports,
     tally,
     undo_bounces,
 )
-from newsletter.subscriptions.lifecycle import Actor, unbounce_reason
+from newsletter.subscriptions.lifecycle import unbounce_reason
 
 bounces_app = group("bounces", "Read bounce reports (delivery status notifications).")
 
 NOT_A_DSN = "not a delivery status notification"
 NO_FAILURE = "reports no failed or delayed recipient"
-STAFF = Actor("staff", "cli")
+# "staff" via "cli", as bounce undos were always audited; `Actor.cli()` once bounces get a service.
+STAFF = Actor(ActorKind.STAFF, "cli")
 
 
 @bounces_app.command("ingest")
@@ -80,10 +82,11 @@ def bounces_ingest(
             skipped.append((source, NOT_A_DSN if found is None else NO_FAILURE))
         bounces.extend((source, b) for b in found or ())
     with open_session(settings) as session:
-        applied = apply_bounces(
+        applied = apply_reports(
             session, [b for _, b in bounces], now=utcnow(), soft_threshold=soft_threshold,
             soft_window=dt.timedelta(days=soft_window_days),
         )  # fmt: skip
+        session.commit()
     summary = {
         "messages": messages, **tally(applied), "skipped": len(skipped),
         "unreadable": len(unreadable),
@@ -181,8 +184,12 @@ def bounces_undo(
     with open_session(settings) as session:
         done = undo_bounces(
             session, settings.secret, emails=emails or (), since=since, matching=matching,
-            reason=reason, actor=STAFF, by=by.strip() or _login(), commit=not dry_run,
+            reason=reason, actor=STAFF, by=by.strip() or _login(),
         )  # fmt: skip
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
     undone = [d for d in done if d.status]
     refused = [d for d in done if d.refused]
     if json_:

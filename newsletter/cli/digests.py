@@ -9,40 +9,20 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlmodel import Session
 
-from newsletter import runtime
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
     app,
     err,
-    open_session,
     out,
     print_json,
-    run_until_signal,
     settings_for,
 )
 from newsletter.config import Settings
-from newsletter.delivery.campaigns import counts, prepare_send
-from newsletter.delivery.compose import RecipientData, personalised, tailored
-from newsletter.delivery.engine import SendEngine, SendReport
-from newsletter.delivery.locks import SenderLock
-from newsletter.issues import get_issue
-from newsletter.models import Subscriber
-from newsletter.subscriptions import store
-
-
-def _recipient(session: Session, email: str) -> RecipientData:
-    subscriber: Subscriber = store.find(session, email)
-    assert subscriber.id is not None
-    return RecipientData(
-        subscriber_id=subscriber.id, email=subscriber.email, name=subscriber.name,
-        language=subscriber.language, embassy=subscriber.embassy_code,
-        sectors=store.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
-        token_key=subscriber.token_key,
-    )  # fmt: skip
-
+from newsletter.delivery.engine import SendReport
+from newsletter.services import sending
+from newsletter.services.actors import Actor, Scope
 
 SubscriberOption = Annotated[str, typer.Option("--subscriber", help="The subscriber's address.")]
 
@@ -57,28 +37,20 @@ def explain(
 ) -> None:
     """Why each item of an issue is in or out of one subscriber's digest."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        context = runtime.issue_context(session, settings, slug)
-        recipient = _recipient(session, subscriber)
-    selection, _, _ = tailored(context, recipient)
+    explained = sending.explain_digest(settings, slug, subscriber, scope=Scope.all())
     rows = [
-        {"item": d.item_id, "section": d.section, "included": d.included, "reason": d.explain(),
-         "reason_code": d.reason.value, "matched": list(d.matched)}
-        for d in selection.decisions
+        {"item": d.item, "section": d.section, "included": d.included, "reason": d.reason,
+         "reason_code": d.reason_code, "matched": list(d.matched)}
+        for d in explained.decisions
     ]  # fmt: skip
     if json_:
         print_json(rows)
         return
-    interests = ", ".join(sorted(selection.interests)) or "none (whole issue)"
-    out.print(f"{recipient.email}: interests {interests}", markup=False)
+    interests = ", ".join(explained.interests) or "none (whole issue)"
+    out.print(f"{explained.email}: interests {interests}", markup=False)
     table = Table("item", "section", "in", "reason")
-    for row in rows:
-        table.add_row(
-            str(row["item"]),
-            str(row["section"]),
-            "yes" if row["included"] else "no",
-            str(row["reason"]),
-        )
+    for d in explained.decisions:
+        table.add_row(d.item, d.section, "yes" if d.included else "no", d.reason)
     out.print(table)
 
 
@@ -93,50 +65,32 @@ def preview(
 ) -> None:
     """Write the digest one subscriber would get (HTML, or the text part with --text)."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        context = runtime.issue_context(session, settings, slug)
-        recipient = _recipient(session, subscriber)
-    _, digest = personalised(context, recipient)
-    output.write_text(digest.text if text else digest.html, encoding="utf-8")
-    size = len((digest.text if text else digest.html).encode())
-    err.print(f"wrote {output}: {digest.subject} ({size:,} bytes)", markup=False)
+    shown = sending.preview_digest(settings, slug, subscriber, scope=Scope.all())
+    body = shown.text if text else shown.html
+    output.write_text(body, encoding="utf-8")
+    err.print(f"wrote {output}: {shown.subject} ({len(body.encode()):,} bytes)", markup=False)
 
 
-def send_issue(
+def send_with_progress(
     settings: Settings,
     slug: str,
     *,
+    actor: Actor,
+    quiet: bool = False,
     transport: str | None = None,
     outbox: Path | None = None,
-    quiet: bool = False,
     resend_unknown: bool = False,
 ) -> SendReport:
-    engine = runtime.open_database(settings)
-    try:
-        with SenderLock(engine):
-            with Session(engine, expire_on_commit=False) as session:
-                stored = get_issue(session, slug)
-                campaign, _ = prepare_send(session, stored.record, resend_unknown=resend_unknown)
-                assert campaign.id is not None
-                context = runtime.issue_context(session, settings, slug)
-                by_state = counts(session, campaign.id)
-            pending = sum(by_state.get(s, 0) for s in ("queued", "retry", "sending"))
-            sender = runtime.make_transport(settings, transport, outbox)
-            columns = (
-                TextColumn("sending"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as progress:
-                task = progress.add_task("send", total=pending)
-                send_engine = SendEngine(
-                    db=engine, context=context, transport=sender, delivery=settings.delivery,
-                    progress=lambda n: progress.advance(task, n),
-                )  # fmt: skip
-                return run_until_signal(send_engine.run(campaign.id), send_engine.stop)
-    finally:
-        engine.dispose()
+    """`sending.send_issue` with a progress bar on a terminal; SIGINT/SIGTERM stop it cleanly."""
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=quiet or not err.is_terminal) as bar:
+        task = bar.add_task("send", total=None)
+        return sending.send_issue(
+            settings, slug, actor=actor, transport=transport, outbox=outbox,
+            resend_unknown=resend_unknown, signals=True,
+            on_pending=lambda n: bar.update(task, total=n),
+            progress=lambda n: bar.advance(task, n),
+        )  # fmt: skip
 
 
 @app.command()
@@ -162,12 +116,13 @@ def send(
     if transport not in (None, "file", "smtp", "null"):
         raise typer.BadParameter("use file, smtp or null", param_hint="--transport")
     started = time.perf_counter()
-    report = send_issue(
+    report = send_with_progress(
         settings,
         slug,
+        actor=Actor.cli(),
+        quiet=json_,
         transport=transport,
         outbox=outbox,
-        quiet=json_,
         resend_unknown=resend_unknown,
     )
     if json_:

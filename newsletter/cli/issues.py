@@ -21,7 +21,9 @@ from newsletter.cli.base import (
     settings_for,
 )
 from newsletter.content import issue_intake
-from newsletter.issues import get_issue, list_issues, save_issue
+from newsletter.issues import get_issue, list_issues
+from newsletter.services.actors import Actor
+from newsletter.services.issues import import_issue
 
 issue_app = group("issue", "Import, convert, list and show issues.")
 
@@ -36,17 +38,11 @@ def issue_import(
 ) -> None:
     """Import an issue: YAML as is, plain text converted first (warnings printed)."""
     settings = settings_for(ctx, config)
-    data = read_bytes(file)
-    with open_session(settings) as session:
-        taxonomy = tuple(directory.sectors(session).values())
-        issue, text, warnings = issue_intake.read_issue_file(
-            data, source=str(file), taxonomy=taxonomy
-        )
-        for warning in warnings:
-            err.print(f"warning: {warning}", markup=False)
-        record, created = save_issue(session, issue, text)
-    verb = "imported" if created else "replaced"
-    err.print(f"{verb} issue {record.slug}: {len(issue.items)} items")
+    imported = import_issue(settings, read_bytes(file), source=str(file), actor=Actor.cli())
+    for warning in imported.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    verb = "imported" if imported.created else "replaced"
+    err.print(f"{verb} issue {imported.slug}: {imported.items} items")
 
 
 @issue_app.command("convert")

@@ -15,18 +15,17 @@ from newsletter.cli.base import (
     JsonOption,
     app,
     err,
-    open_session,
     out,
     print_json,
 )
-from newsletter.cli.digests import send_issue
-from newsletter.cli.subscribers import read_lists
+from newsletter.cli.digests import send_with_progress
 from newsletter.config import Settings, config_path, load_settings, sample_config
 from newsletter.content import issue_intake
 from newsletter.db import make_engine, upgrade
 from newsletter.errors import ConfigError
-from newsletter.issues import save_issue
-from newsletter.subscriptions import store
+from newsletter.services.actors import Actor, Scope
+from newsletter.services.issues import import_issue
+from newsletter.services.subscribers import import_lists
 
 
 def _initialise(settings: Settings) -> tuple[int, int]:
@@ -35,6 +34,7 @@ def _initialise(settings: Settings) -> tuple[int, int]:
     reference = directory.read_reference(runtime.data_dir(settings))
     with Session(engine) as session:
         directory.sync_reference(session, reference)
+        session.commit()
     engine.dispose()
     return len(reference.sectors), len(reference.embassies)
 
@@ -78,23 +78,21 @@ def demo(
     if smtp:
         settings = settings.overridden({"transport": "smtp", "smtp.host": host, "smtp.port": port})
     _initialise(settings)
-    with open_session(settings) as session:
-        rows = read_lists(session, [runtime.data_dir(settings) / "lists"], skip_invalid=False)
-        store.import_rows(session, rows, actor="demo", via="import", secret=settings.secret)
-        sample = issue_intake.sample_issue_path()
-        issue, text, _ = issue_intake.read_issue_file(
-            sample.read_bytes(),
-            source=str(sample),
-            taxonomy=tuple(directory.sectors(session).values()),
-        )
-        save_issue(session, issue, text)
-    report = send_issue(settings, issue.slug, quiet=json_)
+    actor = Actor.cli()
+    lists = import_lists(
+        settings, [runtime.data_dir(settings) / "lists"], actor=actor, scope=Scope.all(),
+        mail=False,
+    )  # fmt: skip
+    subscribers = lists.report.added + lists.report.updated + lists.report.unchanged
+    sample = issue_intake.sample_issue_path()
+    issue = import_issue(settings, sample.read_bytes(), source=str(sample), actor=actor)
+    report = send_with_progress(settings, issue.slug, actor=actor, quiet=json_)
     outbox = settings.path(settings.outbox).resolve()
     if json_:
-        print_json({**report.as_dict(), "subscribers": len(rows), "outbox": str(outbox)})
+        print_json({**report.as_dict(), "subscribers": subscribers, "outbox": str(outbox)})
         return
     out.print(
-        f"demo: {len(rows)} subscribers, {report.profiles} profiles, {report.sent} messages, "
+        f"demo: {subscribers} subscribers, {report.profiles} profiles, {report.sent} messages, "
         f"{report.bytes / 1024:.0f} KiB in {report.seconds:.2f} s"
     )
     if settings.transport == "file":

@@ -2,48 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlmodel import Session
 
-from newsletter import addresses, directory, runtime
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
     group,
-    open_session,
     out,
     print_json,
     settings_for,
 )
-from newsletter.config import Settings
-from newsletter.errors import ConfigError, ListImportError
-from newsletter.models import Subscriber, SubscriberStatus, utcnow
-from newsletter.render.environment import make_environment
-from newsletter.subscriptions import export, store
-from newsletter.subscriptions.erasure import erase
-from newsletter.subscriptions.handover import handover
-from newsletter.subscriptions.lifecycle import Actor
-from newsletter.subscriptions.lists import (
-    BadRowsError,
-    ListRow,
-    RowError,
-    check_text,
-    parse_list,
-    parse_sector_codes,
-)
-from newsletter.subscriptions.mail import deliver, subscription_message
-from newsletter.subscriptions.signup import MailKind, MailRequest
+from newsletter.errors import ConfigError
+from newsletter.models import SubscriberStatus
+from newsletter.services import subscribers as service
+from newsletter.services.actors import Actor, Scope
+from newsletter.subscriptions import export
+from newsletter.subscriptions.lists import BadRowsError, parse_sector_codes
 
 subscribers_app = group("subscribers", "Manage subscriber lists.")
-STAFF = Actor("staff", "cli")
+# The shell's user is who the audit trail names; the CLI sees every mission.
+EVERYWHERE = Scope.all()
 
 
 def note(text: str) -> None:
@@ -51,91 +35,16 @@ def note(text: str) -> None:
     typer.echo(text, err=True)
 
 
+def _mail_failures(results: list[service.MailResult]) -> int:
+    for result in results:
+        if not result.accepted:
+            note(f"confirmation to {result.request.address} not sent: {result.reply}")
+    return sum(1 for result in results if result.accepted)
+
+
 EmbassyFilter = Annotated[str | None, typer.Option("--embassy", help="Embassy code.")]
 SectorFilter = Annotated[str | None, typer.Option("--sector", help="Sector code.")]
 StatusFilter = Annotated[SubscriberStatus | None, typer.Option("--status")]
-
-
-def _list_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.csv")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ListImportError(f"{path} not found")
-    if not files:
-        raise ListImportError(f"no .csv files in {', '.join(map(str, paths))}")
-    return files
-
-
-def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ListImportError(f"{file}: not UTF-8 text; save the list as CSV UTF-8") from None
-    except OSError as exc:
-        raise ListImportError(f"cannot read {file}: {exc.strerror}") from None
-
-
-def _cross_file_duplicates(rows: list[ListRow], errors: list[RowError]) -> list[ListRow]:
-    first: dict[str, ListRow] = {}
-    for row in rows:
-        if row.email in first:
-            other = first[row.email]
-            reason = f"{row.email} also in {other.source}:{other.line}"
-            errors.append(RowError(row.source, row.line, "email", reason))
-        else:
-            first[row.email] = row
-    return list(first.values())
-
-
-def read_lists(session: Session, paths: list[Path], *, skip_invalid: bool) -> list[ListRow]:
-    """Parse every list; report every bad row, and stop unless told to skip them."""
-    embassies = set(directory.embassies(session))
-    sectors = set(directory.sectors(session))
-    rows: list[ListRow] = []
-    errors: list[RowError] = []
-    for file in _list_files(paths):
-        embassy = file.stem if file.stem in embassies else None
-        got, bad = parse_list(
-            _read_text(file), source=str(file), embassy=embassy, embassies=embassies,
-            sectors=sectors,
-        )  # fmt: skip
-        rows.extend(got)
-        errors.extend(bad)
-    unique = _cross_file_duplicates(rows, errors)
-    if errors and not skip_invalid:
-        for error in errors:
-            note(f"{error}")
-        raise BadRowsError(errors)
-    for error in errors:
-        note(f"skipped {error}")
-    return unique
-
-
-def send_subscription_mail(settings: Settings, requests: Sequence[MailRequest]) -> int:
-    """Send confirmation mail now; the number accepted. Failures are reported on stderr."""
-    if not requests:
-        return 0
-    env = make_environment(runtime.templates_dir(settings))
-    dkim = runtime.load_dkim(settings)
-    now = utcnow()
-    messages = [subscription_message(settings, env, r, now=now, dkim=dkim) for r in requests]
-    replies = asyncio.run(deliver(runtime.make_transport(settings), messages))
-    for request, reply in zip(requests, replies, strict=True):
-        if not 200 <= reply.code < 300:
-            note(f"confirmation to {request.address} not sent: {reply}")
-    return sum(1 for reply in replies if 200 <= reply.code < 300)
-
-
-def _confirmations(subscribers: Sequence[Subscriber]) -> list[MailRequest]:
-    return [
-        MailRequest.about(MailKind.INVITE, s)
-        for s in subscribers
-        if s.status == SubscriberStatus.PENDING
-    ]
 
 
 @subscribers_app.command("import")
@@ -162,13 +71,18 @@ def subscribers_import(
 ) -> None:
     """Import per-embassy lists: every bad row reported, nothing changed unless --skip-invalid."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        rows = read_lists(session, paths, skip_invalid=skip_invalid)
-        status = SubscriberStatus.PENDING if require_confirmation else SubscriberStatus.ACTIVE
-        report = store.import_rows(
-            session, rows, status=status, commit=not dry_run, secret=settings.secret
-        )
-    sent = 0 if dry_run else send_subscription_mail(settings, _confirmations(report.created))
+    try:
+        done = service.import_lists(
+            settings, paths, actor=Actor.cli(), scope=EVERYWHERE, dry_run=dry_run,
+            skip_invalid=skip_invalid, require_confirmation=require_confirmation,
+        )  # fmt: skip
+    except BadRowsError as exc:
+        for error in exc.errors:
+            note(f"{error}")
+        raise
+    for error in done.skipped:
+        note(f"skipped {error}")
+    report, sent = done.report, _mail_failures(done.mail)
     for email, status_kept in report.refused:
         note(f"not re-activated: {email} is {status_kept}")
     for email in report.suppressed:
@@ -207,10 +121,9 @@ def subscribers_export(
     if output and by_embassy:
         raise typer.BadParameter("give -o FILE or --by-embassy DIR, not both", param_hint="-o")
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        rows = export.export_rows(
-            session, embassy=embassy, sector=sector, status=status.value if status else None
-        )
+    rows = service.export_lists(
+        settings, scope=EVERYWHERE, embassy=embassy, sector=sector, status=status
+    )
     if by_embassy:
         files = export.export_by_embassy(rows)
         by_embassy.mkdir(parents=True, exist_ok=True)
@@ -243,10 +156,9 @@ def subscribers_list(
 ) -> None:
     """Subscribers, filtered by embassy, sector or status (erased rows are not listed)."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        views = store.list_views(
-            session, embassy=embassy, sector=sector, status=status.value if status else None
-        )
+    views = service.list_subscribers(
+        settings, scope=EVERYWHERE, embassy=embassy, sector=sector, status=status
+    )
     if json_:
         print_json([{**asdict(v), "sectors": list(v.sectors)} for v in views])
         return
@@ -271,41 +183,28 @@ def subscribers_add(
 ) -> None:
     """Add one subscriber (active unless --status pending)."""
     settings = settings_for(ctx, config)
-    address = addresses.normalise(email)  # AddressError: one line naming the address and the fault
-    if language not in ("zh", "en"):
-        raise ListImportError(f"--language {language!r}: use zh or en")
-    for option, value in (("--name", name), ("--title", title)):
-        problem = check_text(value.strip(), option.lstrip("-"))
-        if problem:
-            raise ListImportError(f"{option}: {problem}")
-    row = ListRow(
-        address, name.strip(), title.strip(), embassy, parse_sector_codes(sectors), language,
-        "cli", 0,
+    added = service.add_subscriber(
+        settings, email, embassy=embassy, actor=Actor.cli(), scope=EVERYWHERE, name=name,
+        title=title, sectors=parse_sector_codes(sectors), language=language, status=status,
     )  # fmt: skip
-    with open_session(settings) as session:
-        store.add(session, row, status=status, actor="staff", via="cli", secret=settings.secret)
-    note(f"added {address} ({embassy}, {status.value})")
+    note(f"added {added.email} ({embassy}, {status.value})")
 
 
-def _history(session: Session, subscriber_id: int) -> list[dict[str, str]]:
+def _history(details: service.SubscriberDetails) -> list[dict[str, str]]:
     return [
         {"at": e.at.isoformat(), "action": e.action, "old_status": e.old_status,
          "new_status": e.new_status, "actor": e.actor, "via": e.via, "detail": e.detail}
-        for e in store.history(session, subscriber_id)
+        for e in details.history
     ]  # fmt: skip
 
 
-def _details(session: Session, subscriber: Subscriber) -> dict[str, object]:
-    assert subscriber.id is not None
+def _details(d: service.SubscriberDetails) -> dict[str, object]:
     return {
-        "id": subscriber.id, "email": subscriber.email, "name": subscriber.name,
-        "title": subscriber.title, "embassy": subscriber.embassy_code,
-        "sectors": list(store.sectors_of(session, [subscriber.id]).get(subscriber.id, ())),
-        "language": subscriber.language, "status": str(subscriber.status),
-        "consent_source": subscriber.consent_source,
-        "created_at": subscriber.created_at.isoformat(),
-        "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
-        "status_changed_at": subscriber.status_changed_at.isoformat(),
+        "id": d.id, "email": d.email, "name": d.name, "title": d.title, "embassy": d.embassy,
+        "sectors": list(d.sectors), "language": d.language, "status": d.status,
+        "consent_source": d.consent_source, "created_at": d.created_at.isoformat(),
+        "confirmed_at": d.confirmed_at.isoformat() if d.confirmed_at else None,
+        "status_changed_at": d.status_changed_at.isoformat(),
     }  # fmt: skip
 
 
@@ -323,10 +222,8 @@ def subscribers_show(
 ) -> None:
     """One subscriber, with every recorded change (who, when, through what)."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        subscriber = store.find(session, email)
-        details = _details(session, subscriber)
-        events = _history(session, subscriber.id or 0)
+    found = service.show_subscriber(settings, email, scope=EVERYWHERE)
+    details, events = _details(found), _history(found)
     if json_:
         print_json({**details, "history": events})
         return
@@ -348,8 +245,7 @@ def subscribers_remove(
     # Ask only a person at a terminal; scripts (no terminal) have said what they mean.
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Erase {email} for good?", abort=True)
-    with open_session(settings) as session:
-        erasure = erase(session, settings.secret, email, actor=STAFF)
+    erasure = service.erase_subscriber(settings, email, actor=Actor.cli(), scope=EVERYWHERE)
     if erasure.subscriber_id is None:
         note(f"{erasure.address} was not on the list; suppressed so no import adds it")
     else:
@@ -373,23 +269,22 @@ def subscribers_handover(
 ) -> None:
     """Give a post's sectors and language to the successor (pending) and retire the old address."""
     settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        done = handover(
-            session, settings.secret, old_email=old_email, new_email=new_email, name=name,
-            actor=STAFF,
-        )  # fmt: skip
-    sent = 0 if no_mail else send_subscription_mail(settings, _confirmations([done.new]))
+    done = service.hand_over(
+        settings, old_email, new_email, actor=Actor.cli(), scope=EVERYWHERE, name=name,
+        mail=not no_mail,
+    )  # fmt: skip
+    sent = _mail_failures([done.mail] if done.mail else [])
     summary = {
-        "old": done.old.email, "old_status": str(done.old.status), "new": done.new.email,
-        "new_status": str(done.new.status), "embassy": done.new.embassy_code,
-        "title": done.new.title, "sectors": list(done.sectors), "language": done.new.language,
+        "old": done.old.email, "old_status": done.old.status, "new": done.new.email,
+        "new_status": done.new.status, "embassy": done.new.embassy, "title": done.new.title,
+        "sectors": list(done.new.sectors), "language": done.new.language,
         "confirmation_sent": bool(sent),
     }  # fmt: skip
     if json_:
         print_json(summary)
         return
     note(
-        f"handed over {done.new.title or 'the post'} ({done.new.embassy_code}) from "
+        f"handed over {done.new.title or 'the post'} ({done.new.embassy}) from "
         f"{done.old.email} to {done.new.email} (pending their confirmation"
         + ("; link sent)" if sent else "; no link sent)")
     )

@@ -16,11 +16,11 @@ from enum import StrEnum
 
 from sqlmodel import Session, col, select
 
+from newsletter.actors import Actor
 from newsletter.delivery.bounces import Bounce, BounceKind
 from newsletter.errors import ConfigError
 from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
 from newsletter.subscriptions import lifecycle, suppression
-from newsletter.subscriptions.lifecycle import Actor
 from newsletter.subscriptions.lists import normalise_email
 from newsletter.subscriptions.store import audit, by_address
 
@@ -28,7 +28,8 @@ DEFAULT_SOFT_THRESHOLD = 3
 DEFAULT_SOFT_WINDOW = dt.timedelta(days=30)
 SOFT_BOUNCE = "soft-bounce"  # AuditEvent.action of a counted soft bounce
 ACTOR, VIA = "dsn", "bounce"
-SMTP = Actor("smtp", VIA)  # a 5.1.x refusal at send time
+DSN = Actor.system(ACTOR, VIA)  # a delivery status notification
+SMTP = Actor.system("smtp", VIA)  # a 5.1.x refusal at send time
 NO_MESSAGE_OF_OURS = "no message of ours"
 # The detail starts with what re-reading needs (the raw reason follows, and may hold anything).
 _DETAIL = re.compile(r"report=(\S+) message=(\S+) campaign=\S+ date=(\S+) \|")
@@ -69,16 +70,15 @@ def record_smtp_bounce(
     return True
 
 
-def apply_bounces(
+def apply_reports(
     session: Session,
     bounces: Sequence[Bounce],
     *,
     now: dt.datetime,
     soft_threshold: int = DEFAULT_SOFT_THRESHOLD,
     soft_window: dt.timedelta = DEFAULT_SOFT_WINDOW,
-    commit: bool = True,
 ) -> list[Applied]:
-    """One outcome per bounce, in order, all in one transaction (`commit=False`: a dry run).
+    """One outcome per bounce, in order, in the caller's transaction (no commit).
 
     `now` dates a report that carries no date. A soft bounce disables when `soft_threshold`
     soft-bounced messages (not reports: a delay warning and the final failure of one message
@@ -88,18 +88,28 @@ def apply_bounces(
         raise ConfigError(f"soft bounce threshold {soft_threshold}: use 1 or more")
     if soft_window <= dt.timedelta(0):
         raise ConfigError(f"soft bounce window {soft_window}: use a positive number of days")
-    try:
-        applied = [
-            _apply(session, b, now=now, threshold=soft_threshold, window=soft_window)
-            for b in bounces
-        ]
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    except Exception:
-        session.rollback()
-        raise
+    applied = [
+        _apply(session, b, now=now, threshold=soft_threshold, window=soft_window) for b in bounces
+    ]
+    session.flush()
+    return applied
+
+
+def apply_bounces(
+    session: Session,
+    bounces: Sequence[Bounce],
+    *,
+    now: dt.datetime,
+    soft_threshold: int = DEFAULT_SOFT_THRESHOLD,
+    soft_window: dt.timedelta = DEFAULT_SOFT_WINDOW,
+) -> list[Applied]:
+    """`apply_reports`, committed: kept only for tests/test_bounces.py, which calls it directly
+    and reads the result in another session. Doors use `apply_reports` in their own unit of work.
+    """
+    applied = apply_reports(
+        session, bounces, now=now, soft_threshold=soft_threshold, soft_window=soft_window
+    )
+    session.commit()
     return applied
 
 
@@ -181,7 +191,7 @@ def _normalised(address: str) -> str:
 
 
 def _disable(session: Session, subscriber: Subscriber, detail: str) -> None:
-    lifecycle.bounce(session, subscriber, actor=Actor(ACTOR, VIA), detail=detail)
+    lifecycle.bounce(session, subscriber, actor=DSN, detail=detail)
 
 
 def _detail(bounce: Bounce, date: dt.datetime) -> str:
@@ -282,44 +292,34 @@ def undo_bounces(
     reason: str,
     actor: Actor,
     by: str = "",
-    commit: bool = True,
 ) -> list[Undone]:
-    """Return wrongly bounced subscribers to where they were, audited; one transaction.
+    """Return wrongly bounced subscribers to where they were, audited (no commit).
 
     The named `emails` (each refused with the reason when not bounced, unknown, erased or
-    suppressed), then everyone `bounced_since(since, matching=...)`. `commit=False`: a dry run.
+    suppressed), then everyone `bounced_since(since, matching=...)`. A dry run rolls back.
     """
     why = lifecycle.unbounce_reason(reason)  # before anything: no reason, no change
     done: list[Undone] = []
     seen: set[int] = set()
-    try:
-        targets: list[tuple[str, Subscriber | None]] = [
-            (e, by_address(session, _normalised(e))) for e in emails
-        ]
-        if since is not None:
-            targets += [(s.email, s) for s in bounced_since(session, since, matching=matching)]
-        for asked, subscriber in targets:
-            if subscriber is None or subscriber.id is None:
-                done.append(Undone(asked, refused=_missing(session, secret, asked)))
-                continue
-            if subscriber.id in seen:
-                continue
-            seen.add(subscriber.id)
-            try:
-                status = lifecycle.unbounce(
-                    session, secret, subscriber, actor=actor, reason=why, by=by
-                )
-            except lifecycle.UnbounceError as exc:
-                done.append(Undone(subscriber.email, refused=str(exc)))
-                continue
-            done.append(Undone(subscriber.email, status=str(status)))
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    except Exception:
-        session.rollback()
-        raise
+    targets: list[tuple[str, Subscriber | None]] = [
+        (e, by_address(session, _normalised(e))) for e in emails
+    ]
+    if since is not None:
+        targets += [(s.email, s) for s in bounced_since(session, since, matching=matching)]
+    for asked, subscriber in targets:
+        if subscriber is None or subscriber.id is None:
+            done.append(Undone(asked, refused=_missing(session, secret, asked)))
+            continue
+        if subscriber.id in seen:
+            continue
+        seen.add(subscriber.id)
+        try:
+            status = lifecycle.unbounce(session, secret, subscriber, actor=actor, reason=why, by=by)
+        except lifecycle.UnbounceError as exc:
+            done.append(Undone(subscriber.email, refused=str(exc)))
+            continue
+        done.append(Undone(subscriber.email, status=str(status)))
+    session.flush()
     return done
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from newsletter.actors import Actor
 from newsletter.errors import ListImportError
 from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
-from newsletter.subscriptions.lifecycle import Actor
 from newsletter.subscriptions.lists import normalise_email
 
 _REDACTED = "[erased]"
@@ -44,7 +44,7 @@ def _anonymise(session: Session, subscriber: Subscriber, *, actor: Actor) -> Non
     if subscriber.status not in store.DEPARTED:
         store.set_status(
             session, subscriber, SubscriberStatus.UNSUBSCRIBED,
-            actor=actor.who, via=actor.via, detail="erased",
+            actor=actor.label, via=actor.via, detail="erased",
         )  # fmt: skip
     _scrub_records(session, subscriber.id, subscriber.email)
     store.set_sectors(session, subscriber.id, ())
@@ -52,11 +52,11 @@ def _anonymise(session: Session, subscriber: Subscriber, *, actor: Actor) -> Non
     subscriber.name = subscriber.title = subscriber.consent_source = ""
     # The token key stays: an old unsubscribe link then still answers "unsubscribed".
     session.add(subscriber)
-    store.audit(session, subscriber, "erased", actor=actor.who, via=actor.via)
+    store.audit(session, subscriber, "erased", actor=actor.label, via=actor.via)
 
 
 def erase(session: Session, secret: bytes, email: str, *, actor: Actor) -> Erasure:
-    """Erase the person behind `email` (if listed) and suppress the address; commits."""
+    """Erase the person behind `email` (if listed) and suppress the address (no commit)."""
     try:
         address = normalise_email(email)
     except ValueError as exc:
@@ -65,5 +65,5 @@ def erase(session: Session, secret: bytes, email: str, *, actor: Actor) -> Erasu
     if subscriber is not None:
         _anonymise(session, subscriber, actor=actor)
     added = suppression.suppress(session, secret, address, reason="erased on request")
-    session.commit()
+    session.flush()
     return Erasure(address, subscriber.id if subscriber else None, added)

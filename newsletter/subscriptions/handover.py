@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from newsletter.actors import Actor
 from newsletter.errors import ListImportError
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
-from newsletter.subscriptions.lifecycle import Actor
 from newsletter.subscriptions.lists import ListRow, check_text, normalise_email
 
 
@@ -50,7 +50,11 @@ def handover(
     name: str = "",
     actor: Actor,
 ) -> Handover:
-    """Create the successor (pending their confirmation) and retire the old address; commits."""
+    """Create the successor (pending their confirmation) and retire the old address (no commit).
+
+    Three writes (the successor, the old address unsubscribed, the audit entry) that stand or
+    fall together: the caller commits them as one.
+    """
     old = store.find(session, old_email)
     assert old.id is not None
     if suppression.is_erased(old):
@@ -64,17 +68,17 @@ def handover(
         address, name.strip(), old.title, old.embassy_code, sectors, old.language, "handover", 0
     )
     new = store.create(
-        session, row, status=SubscriberStatus.PENDING, actor=actor.who, via=actor.via,
+        session, row, status=SubscriberStatus.PENDING, actor=actor.label, via=actor.via,
         consent=f"handover:{old.id}", detail=f"successor of subscriber #{old.id}",
     )  # fmt: skip
     if old.status not in store.DEPARTED:
         store.set_status(
-            session, old, SubscriberStatus.UNSUBSCRIBED, actor=actor.who, via=actor.via,
+            session, old, SubscriberStatus.UNSUBSCRIBED, actor=actor.label, via=actor.via,
             detail=f"handed over to subscriber #{new.id}",
         )  # fmt: skip
     store.audit(
-        session, old, "handover", actor=actor.who, via=actor.via,
+        session, old, "handover", actor=actor.label, via=actor.via,
         detail=f"post {old.title or '-'} ({old.embassy_code}) handed over to subscriber #{new.id}",
     )  # fmt: skip
-    session.commit()
+    session.flush()
     return Handover(old, new, sectors)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from newsletter.actors import Actor as Actor  # re-exported: callers name it from here
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
@@ -47,14 +47,6 @@ class PreferencesError(NewsletterError, ValueError):
     """Chosen sectors or language are not offered."""
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who made a change and through what: ("staff", "cli"), ("subscriber", "one-click"), ..."""
-
-    who: str
-    via: str
-
-
 def change(
     session: Session,
     subscriber: Subscriber,
@@ -69,7 +61,9 @@ def change(
         return False
     if to not in ALLOWED[current]:
         raise TransitionError(current, to)
-    return store.set_status(session, subscriber, to, actor=actor.who, via=actor.via, detail=detail)
+    return store.set_status(
+        session, subscriber, to, actor=actor.label, via=actor.via, detail=detail
+    )
 
 
 def bounce(session: Session, subscriber: Subscriber, *, actor: Actor, detail: str = "") -> bool:
@@ -124,7 +118,7 @@ def unbounce(
         )
     to = _before_bounce(session, subscriber)
     detail = f"bounce undone{f' by {by}' if by else ''}: {why}"
-    store.set_status(session, subscriber, to, actor=actor.who, via=actor.via, detail=detail)
+    store.set_status(session, subscriber, to, actor=actor.label, via=actor.via, detail=detail)
     return to
 
 
@@ -204,5 +198,5 @@ def update_preferences(
     subscriber.language = language
     session.add(subscriber)
     detail = f"sectors: {', '.join(codes) or '-'}; language: {language}"
-    store.audit(session, subscriber, "preferences", actor=actor.who, via=actor.via, detail=detail)
+    store.audit(session, subscriber, "preferences", actor=actor.label, via=actor.via, detail=detail)
     return True

@@ -9,9 +9,9 @@ from enum import StrEnum
 from sqlmodel import Session
 
 from newsletter import addresses
+from newsletter.actors import Actor
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
-from newsletter.subscriptions.lifecycle import Actor
 from newsletter.subscriptions.lists import LANGUAGES, ListRow, check_text
 
 # Problems are told in both languages of the pages: Chinese first, English after.
@@ -90,7 +90,7 @@ def check_form(
 def request_signup(
     session: Session, secret: bytes, form: SignupForm, *, actor: Actor
 ) -> MailRequest | None:
-    """Record a sign-up and say what to mail (commits). None: say nothing, send nothing.
+    """Record a sign-up and say what to mail (no commit). None: say nothing, send nothing.
 
     The caller answers the same whatever this returns, so the page reveals nothing. An existing
     subscriber's stored details are never changed here: whoever filled in the form may not own
@@ -104,16 +104,14 @@ def request_signup(
             form.email, form.name, "", form.embassy, form.sectors, form.language, "web", 0
         )
         created = store.create(
-            session, row, status=SubscriberStatus.PENDING, actor=actor.who, via=actor.via,
+            session, row, status=SubscriberStatus.PENDING, actor=actor.label, via=actor.via,
             consent="web:subscribe",
         )  # fmt: skip
-        session.commit()
         return MailRequest.about(MailKind.CONFIRM, created)
     if existing.status == SubscriberStatus.ACTIVE:
         return MailRequest.about(MailKind.ALREADY, existing)
     store.audit(
-        session, existing, "confirmation-sent", old=str(existing.status), actor=actor.who,
+        session, existing, "confirmation-sent", old=str(existing.status), actor=actor.label,
         via=actor.via, detail="subscribe form used again",
     )  # fmt: skip
-    session.commit()
     return MailRequest.about(MailKind.CONFIRM, existing)

@@ -260,34 +260,24 @@ def import_rows(
     status: SubscriberStatus = SubscriberStatus.ACTIVE,
     actor: str = "staff",
     via: str = "import",
-    commit: bool = True,
     secret: bytes | None = None,
 ) -> ImportReport:
-    """All rows in one transaction: either every row is stored or none (`commit=False`: a dry run).
+    """Store every row in the caller's transaction (no commit: a dry run rolls it back).
 
     Addresses on the suppression list are reported in `suppressed` and never stored.
     """
     report = ImportReport()
-    try:
-        _check_secret(session, secret)
-        blocked = (
-            suppression.suppressed(session, secret, (r.email for r in rows)) if secret else set()
-        )
-        for row in rows:
-            if row.email in blocked:
-                report.suppressed.append(row.email)
-                continue
-            upsert(
-                session, row, status=status, actor=actor, via=via,
-                consent=f"import:{row.source}", report=report,
-            )  # fmt: skip
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    except Exception:
-        session.rollback()
-        raise
+    _check_secret(session, secret)
+    blocked = suppression.suppressed(session, secret, (r.email for r in rows)) if secret else set()
+    for row in rows:
+        if row.email in blocked:
+            report.suppressed.append(row.email)
+            continue
+        upsert(
+            session, row, status=status, actor=actor, via=via,
+            consent=f"import:{row.source}", report=report,
+        )  # fmt: skip
+    session.flush()
     return report
 
 
@@ -300,6 +290,7 @@ def add(
     via: str,
     secret: bytes | None = None,
 ) -> Subscriber:
+    """A new subscriber, unless the address is listed or suppressed (no commit)."""
     validate_refs(session, row.embassy, row.sectors)
     _check_secret(session, secret)
     if secret is not None and suppression.is_suppressed(session, secret, row.email):
@@ -308,9 +299,7 @@ def add(
         raise ListImportError(
             f"{row.email} is already subscribed; see `newsletter subscribers show`"
         )
-    subscriber = create(session, row, status=status, actor=actor, via=via, consent=f"{via}:{actor}")
-    session.commit()
-    return subscriber
+    return create(session, row, status=status, actor=actor, via=via, consent=f"{via}:{actor}")
 
 
 def list_views(

@@ -77,6 +77,7 @@ def subscribe(
     # Over the per-address limit the answer is the same; only the mail is not sent again.
     if web.per_address.hit(form.email, web.clock()).allowed:
         mail = request_signup(db, web.secret, form, actor=Actor("subscriber", "web"))
+        db.commit()  # the request's one unit of work, before any mail names it
         if mail is not None:
             background.add_task(web.send, mail)
     return page(web, request, "subscribe_sent.html.j2")

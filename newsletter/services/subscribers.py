@@ -1,0 +1,493 @@
+"""Keeping the lists: add, edit, hand over, unsubscribe on request, erase, import and export.
+
+Every service takes the `Actor` the audit trail records and the `Scope` of missions that actor
+may see: a subscriber of another mission is "not found", exactly as one who does not exist, and
+nothing is added or moved into a mission outside it. Each runs in one transaction, committed at
+its end; subscription mail goes out only after that commit, so nobody is invited to a
+subscription that was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter import addresses, directory, runtime
+from newsletter.actors import Actor, Scope
+from newsletter.config import Settings
+from newsletter.errors import ListImportError, NewsletterError, NotFoundError
+from newsletter.models import Subscriber, SubscriberStatus, utcnow
+from newsletter.render.environment import make_environment
+from newsletter.services.units import unit_of_work
+from newsletter.subscriptions import erasure as erasing
+from newsletter.subscriptions import export, lifecycle, store
+from newsletter.subscriptions import handover as handing_over
+from newsletter.subscriptions.lists import (
+    LANGUAGES,
+    BadRowsError,
+    ListRow,
+    RowError,
+    check_text,
+    parse_list,
+)
+from newsletter.subscriptions.mail import deliver, subscription_message
+from newsletter.subscriptions.signup import MailKind, MailRequest
+
+log = logging.getLogger(__name__)
+_HINT = "see `newsletter subscribers list`"
+_MAX_REASON = 500
+
+
+class OutOfScopeError(ListImportError):
+    """A mission the actor may not act for."""
+
+    def __init__(self, mission: str) -> None:
+        self.mission = mission
+        super().__init__(f"mission {mission!r} is not one of yours; ask for access to it")
+
+
+class RequestReasonError(NewsletterError, ValueError):
+    """An unsubscribe on request needs a reason the audit trail can show."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: dt.datetime
+    action: str
+    old_status: str
+    new_status: str
+    actor: str
+    via: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SubscriberDetails:
+    id: int
+    email: str
+    name: str
+    title: str
+    embassy: str
+    sectors: tuple[str, ...]
+    language: str
+    status: str
+    consent_source: str
+    created_at: dt.datetime
+    confirmed_at: dt.datetime | None
+    status_changed_at: dt.datetime
+    history: tuple[AuditEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class MailResult:
+    request: MailRequest
+    accepted: bool
+    reply: str
+
+
+@dataclass
+class ListImport:
+    """What an import did (or, in a dry run, would do), and the bad rows it skipped."""
+
+    report: store.ImportReport
+    skipped: list[RowError] = field(default_factory=list)
+    mail: list[MailResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def confirmations_sent(self) -> int:
+        return sum(1 for m in self.mail if m.accepted)
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    old: SubscriberDetails
+    new: SubscriberDetails
+    mail: MailResult | None
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _find(session: Session, email: str, scope: Scope) -> Subscriber:
+    subscriber = store.find(session, email)
+    if not scope.allows(subscriber.embassy_code):
+        raise NotFoundError("subscriber", subscriber.email, _HINT)
+    return subscriber
+
+
+def _details(session: Session, subscriber: Subscriber, *, history: bool) -> SubscriberDetails:
+    assert subscriber.id is not None
+    events = store.history(session, subscriber.id) if history else []
+    return SubscriberDetails(
+        id=subscriber.id, email=subscriber.email, name=subscriber.name, title=subscriber.title,
+        embassy=subscriber.embassy_code,
+        sectors=store.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
+        language=subscriber.language, status=str(subscriber.status),
+        consent_source=subscriber.consent_source, created_at=subscriber.created_at,
+        confirmed_at=subscriber.confirmed_at, status_changed_at=subscriber.status_changed_at,
+        history=tuple(
+            AuditEntry(e.at, e.action, e.old_status, e.new_status, e.actor, e.via, e.detail)
+            for e in events
+        ),
+    )  # fmt: skip
+
+
+def show_subscriber(
+    settings: Settings, email: str, *, scope: Scope, db: Engine | None = None
+) -> SubscriberDetails:
+    """One subscriber with every recorded change (who, when, through what)."""
+    with unit_of_work(settings, db, commit=False) as session:
+        return _details(session, _find(session, email, scope), history=True)
+
+
+def list_subscribers(
+    settings: Settings,
+    *,
+    scope: Scope,
+    embassy: str | None = None,
+    sector: str | None = None,
+    status: SubscriberStatus | None = None,
+    db: Engine | None = None,
+) -> list[store.SubscriberView]:
+    """Listed subscribers of the actor's missions (never erased rows), by embassy and address."""
+    if embassy and not scope.allows(embassy):
+        return []
+    with unit_of_work(settings, db, commit=False) as session:
+        views = store.list_views(
+            session, embassy=embassy, sector=sector, status=status.value if status else None
+        )
+    return [v for v in views if scope.allows(v.embassy)]
+
+
+def export_lists(
+    settings: Settings,
+    *,
+    scope: Scope,
+    embassy: str | None = None,
+    sector: str | None = None,
+    status: SubscriberStatus | None = None,
+    db: Engine | None = None,
+) -> list[ListRow]:
+    """List rows that `import_lists` reads back, of the actor's missions only."""
+    if embassy and not scope.allows(embassy):
+        raise NotFoundError("embassy", embassy, "see `newsletter embassies list`")
+    with unit_of_work(settings, db, commit=False) as session:
+        rows = export.export_rows(
+            session, embassy=embassy, sector=sector, status=status.value if status else None
+        )
+    return [r for r in rows if scope.allows(r.embassy)]
+
+
+# --- one person -------------------------------------------------------------------------------
+
+
+def _text(value: str, option: str) -> str:
+    text = value.strip()
+    problem = check_text(text, option)
+    if problem:
+        raise ListImportError(f"--{option}: {problem}")
+    return text
+
+
+def _language(language: str) -> str:
+    if language not in LANGUAGES:
+        raise ListImportError(f"--language {language!r}: use {' or '.join(LANGUAGES)}")
+    return language
+
+
+def add_subscriber(
+    settings: Settings,
+    email: str,
+    *,
+    embassy: str,
+    actor: Actor,
+    scope: Scope,
+    name: str = "",
+    title: str = "",
+    sectors: Sequence[str] = (),
+    language: str = "zh",
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    db: Engine | None = None,
+) -> SubscriberDetails:
+    """Add one subscriber; refused when listed already, erased on request, or out of scope."""
+    address = addresses.normalise(email)  # AddressError: one line naming the address and fault
+    if not scope.allows(embassy):
+        raise OutOfScopeError(embassy)
+    row = ListRow(
+        address, _text(name, "name"), _text(title, "title"), embassy, tuple(sectors),
+        _language(language), actor.via, 0,
+    )  # fmt: skip
+    with unit_of_work(settings, db) as session:
+        subscriber = store.add(
+            session, row, status=status, actor=actor.label, via=actor.via, secret=settings.secret
+        )
+        return _details(session, subscriber, history=False)
+
+
+def edit_subscriber(
+    settings: Settings,
+    email: str,
+    *,
+    actor: Actor,
+    scope: Scope,
+    name: str | None = None,
+    title: str | None = None,
+    sectors: Sequence[str] | None = None,
+    language: str | None = None,
+    mission: str | None = None,
+    db: Engine | None = None,
+) -> tuple[SubscriberDetails, bool]:
+    """Change what staff keep about a person (not their status); (details, whether changed)."""
+    if mission is not None and not scope.allows(mission):
+        raise OutOfScopeError(mission)
+    with unit_of_work(settings, db) as session:
+        subscriber = _find(session, email, scope)
+        assert subscriber.id is not None
+        current = store.sectors_of(session, [subscriber.id]).get(subscriber.id, ())
+        store.validate_refs(session, mission or subscriber.embassy_code, sectors or ())
+        wanted_sectors = current
+        if sectors is not None:  # in the taxonomy's order, as `sectors_of` reads them back
+            wanted_sectors = tuple(c for c in directory.sectors(session) if c in set(sectors))
+        before = {
+            "name": subscriber.name, "title": subscriber.title, "language": subscriber.language,
+            "mission": subscriber.embassy_code, "sectors": ";".join(current),
+        }  # fmt: skip
+        after = {
+            "name": before["name"] if name is None else _text(name, "name"),
+            "title": before["title"] if title is None else _text(title, "title"),
+            "language": before["language"] if language is None else _language(language),
+            "mission": mission or before["mission"],
+            "sectors": ";".join(wanted_sectors),
+        }
+        changed = [key for key in before if before[key] != after[key]]
+        if changed:
+            subscriber.name, subscriber.title = after["name"], after["title"]
+            subscriber.language, subscriber.embassy_code = after["language"], after["mission"]
+            session.add(subscriber)
+            store.set_sectors(session, subscriber.id, wanted_sectors)
+            detail = "; ".join(f"{key}: {after[key] or '-'}" for key in changed)
+            store.audit(
+                session, subscriber, "updated", actor=actor.label, via=actor.via, detail=detail
+            )
+            session.flush()
+        return _details(session, subscriber, history=False), bool(changed)
+
+
+def request_reason(reason: str) -> str:
+    """The reason given for an unsubscribe on someone's behalf: the audit's answer to "why"."""
+    text = " ".join(reason.split())
+    if not text:
+        raise RequestReasonError(
+            "give a --reason: the audit log records why they were unsubscribed"
+        )
+    if len(text) > _MAX_REASON or any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise RequestReasonError(
+            f"--reason: use plain text of at most {_MAX_REASON} characters, no control characters"
+        )
+    return text
+
+
+def unsubscribe_on_request(
+    settings: Settings,
+    email: str,
+    *,
+    reason: str,
+    actor: Actor,
+    scope: Scope,
+    db: Engine | None = None,
+) -> tuple[SubscriberDetails, bool]:
+    """Unsubscribe someone who asked staff to (by letter, phone, in person); (details, changed).
+
+    Idempotent: someone already unsubscribed or who complained stays as they are.
+    """
+    why = request_reason(reason)
+    with unit_of_work(settings, db) as session:
+        subscriber = _find(session, email, scope)
+        changed = False
+        if subscriber.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.COMPLAINED):
+            changed = lifecycle.change(
+                session, subscriber, SubscriberStatus.UNSUBSCRIBED, actor=actor,
+                detail=f"on request: {why}",
+            )  # fmt: skip
+        return _details(session, subscriber, history=False), changed
+
+
+def erase_subscriber(
+    settings: Settings, email: str, *, actor: Actor, scope: Scope, db: Engine | None = None
+) -> erasing.Erasure:
+    """Erase a person's data; only a keyed hash of the address stays, so no import re-adds it.
+
+    An address not on the list is suppressed all the same; one of another mission is "not found".
+    """
+    with unit_of_work(settings, db) as session:
+        try:
+            listed: Subscriber | None = store.find(session, email)
+        except NotFoundError:
+            listed = None
+        if listed is not None and not scope.allows(listed.embassy_code):
+            raise NotFoundError("subscriber", listed.email, _HINT)
+        return erasing.erase(session, settings.secret, email, actor=actor)
+
+
+def hand_over(
+    settings: Settings,
+    old_email: str,
+    new_email: str,
+    *,
+    actor: Actor,
+    scope: Scope,
+    name: str = "",
+    mail: bool = True,
+    db: Engine | None = None,
+) -> HandedOver:
+    """Give a post's sectors and language to the successor (pending) and retire the old address.
+
+    The successor, the old address's unsubscribe and the audit entry are one transaction; the
+    link to confirm goes to the successor only once it is committed (`mail=False`: none).
+    """
+    with unit_of_work(settings, db) as session:
+        _find(session, old_email, scope)
+        done = handing_over.handover(
+            session, settings.secret, old_email=old_email, new_email=new_email, name=name,
+            actor=actor,
+        )  # fmt: skip
+        old = _details(session, done.old, history=False)
+        new = _details(session, done.new, history=False)
+        invite = MailRequest.about(MailKind.INVITE, done.new)
+    sent = send_subscription_mail(settings, [invite])[0] if mail else None
+    return HandedOver(old, new, sent)
+
+
+# --- lists ------------------------------------------------------------------------------------
+
+
+def _list_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.csv")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ListImportError(f"{path} not found")
+    if not files:
+        raise ListImportError(f"no .csv files in {', '.join(map(str, paths))}")
+    return files
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ListImportError(f"{file}: not UTF-8 text; save the list as CSV UTF-8") from None
+    except OSError as exc:
+        raise ListImportError(f"cannot read {file}: {exc.strerror}") from None
+
+
+def _cross_file_duplicates(rows: list[ListRow], errors: list[RowError]) -> list[ListRow]:
+    first: dict[str, ListRow] = {}
+    for row in rows:
+        if row.email in first:
+            other = first[row.email]
+            reason = f"{row.email} also in {other.source}:{other.line}"
+            errors.append(RowError(row.source, row.line, "email", reason))
+        else:
+            first[row.email] = row
+    return list(first.values())
+
+
+def _out_of_scope(session: Session, rows: list[ListRow], scope: Scope) -> list[RowError]:
+    """Rows for another mission, or that would move someone out of another mission."""
+    if scope.missions is None:
+        return []
+    errors = []
+    for row in rows:
+        existing = store.by_address(session, row.email)
+        if not scope.allows(row.embassy) or (
+            existing is not None and not scope.allows(existing.embassy_code)
+        ):
+            errors.append(RowError(row.source, row.line, "embassy", "not one of your missions"))
+    return errors
+
+
+def read_lists(
+    session: Session, paths: Sequence[Path], *, scope: Scope
+) -> tuple[list[ListRow], list[RowError]]:
+    """Every row of every list, and every bad row (bad cells, duplicates, other missions)."""
+    embassies = set(directory.embassies(session))
+    sectors = set(directory.sectors(session))
+    rows: list[ListRow] = []
+    errors: list[RowError] = []
+    for file in _list_files(paths):
+        embassy = file.stem if file.stem in embassies else None
+        got, bad = parse_list(
+            _read_text(file), source=str(file), embassy=embassy, embassies=embassies,
+            sectors=sectors,
+        )  # fmt: skip
+        rows.extend(got)
+        errors.extend(bad)
+    unique = _cross_file_duplicates(rows, errors)
+    outside = _out_of_scope(session, unique, scope)
+    errors.extend(outside)
+    refused = {(e.source, e.line) for e in outside}
+    return [r for r in unique if (r.source, r.line) not in refused], errors
+
+
+def import_lists(
+    settings: Settings,
+    paths: Sequence[Path],
+    *,
+    actor: Actor,
+    scope: Scope,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    require_confirmation: bool = False,
+    mail: bool = True,
+    db: Engine | None = None,
+) -> ListImport:
+    """Import per-mission lists in one transaction: every row stored, or none.
+
+    Bad rows stop the import (`BadRowsError` carries them all) unless `skip_invalid`. A dry
+    run reports what would change and changes nothing. New pending subscribers are sent a link
+    to confirm once the import is committed (`mail=False`: not).
+    """
+    status = SubscriberStatus.PENDING if require_confirmation else SubscriberStatus.ACTIVE
+    with unit_of_work(settings, db, commit=not dry_run) as session:
+        rows, errors = read_lists(session, paths, scope=scope)
+        if errors and not skip_invalid:
+            raise BadRowsError(errors)
+        report = store.import_rows(
+            session, rows, status=status, actor=actor.label, via="import", secret=settings.secret
+        )
+        invites = [
+            MailRequest.about(MailKind.INVITE, s)
+            for s in report.created
+            if s.status == SubscriberStatus.PENDING
+        ]
+    log.info("%s (via %s) imported %d rows", actor.label, actor.via, len(rows))
+    sent = [] if dry_run or not mail else send_subscription_mail(settings, invites)
+    return ListImport(report, errors, sent, dry_run)
+
+
+def send_subscription_mail(settings: Settings, requests: Sequence[MailRequest]) -> list[MailResult]:
+    """Send subscription mail now, one result per request (a refusal is a result, not an error)."""
+    if not requests:
+        return []
+    env = make_environment(runtime.templates_dir(settings))
+    dkim = runtime.load_dkim(settings)
+    now = utcnow()
+    messages = [subscription_message(settings, env, r, now=now, dkim=dkim) for r in requests]
+    replies = asyncio.run(deliver(runtime.make_transport(settings), messages))
+    return [
+        MailResult(request, 200 <= reply.code < 300, str(reply))
+        for request, reply in zip(requests, replies, strict=True)
+    ]
