@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import email
+import getpass
 import io
 import json
 from email import policy
@@ -166,8 +167,8 @@ def test_show_lists_the_history(runner: CliRunner, instance: Instance, tmp_path:
     shown = json.loads(_ok(runner, instance, "subscribers", "show", "A@Example.org", "--json"))
     assert shown["email"] == "a@example.org" and shown["sectors"] == ["ai"]
     assert [(e["action"], e["actor"], e["via"]) for e in shown["history"]] == [
-        ("created", "staff", "cli"),
-        ("updated", "staff", "import"),
+        ("created", f"cli:{getpass.getuser()}", "cli"),  # the shell user who ran the command
+        ("updated", f"cli:{getpass.getuser()}", "import"),
     ]
     assert "created" in _ok(runner, instance, "subscribers", "show", "a@example.org")
     result = _run(runner, instance, "subscribers", "show", "nobody@example.org")
