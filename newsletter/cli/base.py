@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,8 +17,8 @@ from newsletter import runtime
 from newsletter.config import Settings, load_settings
 from newsletter.db import DatabaseUnavailableError, database_problem, describe
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.services.signals import run_until_signal as run_until_signal
 
-T = TypeVar("T")
 err = Console(stderr=True)
 out = Console(highlight=False)
 # The database the command was configured with, named in the message of a database fault.
@@ -100,19 +98,3 @@ def read_bytes(file: Path) -> bytes:
         return file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
-
-
-def run_until_signal(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
-    """Run `work`; SIGINT or SIGTERM set `stop` so it can finish what is in flight and exit."""
-
-    async def main() -> T:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            return await work
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())

@@ -11,11 +11,10 @@ import asyncio
 import datetime as dt
 import logging
 import random
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -31,6 +30,7 @@ from newsletter.delivery.transports import Transport
 from newsletter.errors import NotFoundError
 from newsletter.issues import get_issue
 from newsletter.models import DeliveryState, utcnow
+from newsletter.services.signals import run_until_signal
 from newsletter.services.units import database
 from newsletter.subscriptions import store
 
@@ -80,41 +80,50 @@ def prepare_campaign(
     return Prepared(campaign.id, pending, added)
 
 
-def send_campaign_rows(
-    settings: Settings,
-    slug: str,
-    *,
-    db: Engine | None = None,
-    transport: Transport | str | None = None,
-    outbox: Path | None = None,
-    clock: Clock = utcnow,
-    rng: random.Random | None = None,
-    progress: Progress | None = None,
-    stop: asyncio.Event | None = None,
-    delivery: DeliverySettings | None = None,
-    helper: bool | None = None,
-    worker: str | None = None,
-    signals: bool = False,
-) -> SendReport:
-    """Send the rows of the issue's campaign that are due, as a worker does (no preparing).
+class EngineOptions(TypedDict, total=False):
+    """How the engine sends, the same for `send_issue` and `send_campaign_rows`.
 
-    `signals`: SIGINT and SIGTERM set `stop`, so what is on the wire is recorded before exit.
+    `transport`: a built one, or by name (file, smtp, null; absent or None: the configured one),
+    with `outbox` for the file transport. `progress` is told how many rows were sent (or failed)
+    since it was last told. `delivery` overrides the configured delivery settings, `helper` the
+    choice of a composing helper process (None: by campaign size). `signals`: SIGINT and SIGTERM
+    set `stop`, so what is on the wire is recorded before exit.
     """
+
+    transport: Transport | str | None
+    outbox: Path | None
+    clock: Clock
+    rng: random.Random | None
+    progress: Progress | None
+    stop: asyncio.Event | None
+    delivery: DeliverySettings | None
+    helper: bool | None
+    worker: str | None
+    signals: bool
+
+
+def send_campaign_rows(
+    settings: Settings, slug: str, *, db: Engine | None = None, **options: Unpack[EngineOptions]
+) -> SendReport:
+    """Send the rows of the issue's campaign that are due, as a worker does (no preparing)."""
     with database(settings, db) as engine:
         with Session(engine, expire_on_commit=False) as session:
             campaign, _ = open_campaign(session, get_issue(session, slug).record)
             assert campaign.id is not None
             context = runtime.issue_context(session, settings, slug)
             session.commit()
-        return _run(
-            _engine(
-                engine, context, settings, transport=transport, outbox=outbox, clock=clock,
-                rng=rng, progress=progress, stop=stop, delivery=delivery, helper=helper,
-                worker=worker,
-            ),
-            campaign.id,
-            signals=signals,
+        sender = SendEngine(
+            db=engine, context=context,
+            transport=_transport(settings, options.get("transport"), options.get("outbox")),
+            delivery=options.get("delivery") or settings.delivery,
+            clock=options.get("clock", utcnow), rng=options.get("rng"),
+            progress=options.get("progress"), stop=options.get("stop"),
+            worker=options.get("worker"), helper=options.get("helper"),
         )  # fmt: skip
+        work = sender.run(campaign.id)
+        if options.get("signals", False):
+            return run_until_signal(work, sender.stop)
+        return asyncio.run(work)
 
 
 def send_issue(
@@ -123,26 +132,15 @@ def send_issue(
     *,
     actor: Actor,
     db: Engine | None = None,
-    transport: Transport | str | None = None,
-    outbox: Path | None = None,
-    clock: Clock = utcnow,
-    rng: random.Random | None = None,
-    progress: Progress | None = None,
     on_pending: Progress | None = None,
-    stop: asyncio.Event | None = None,
-    delivery: DeliverySettings | None = None,
-    helper: bool | None = None,
-    worker: str | None = None,
     resend_unknown: bool = False,
-    signals: bool = False,
+    **options: Unpack[EngineOptions],
 ) -> SendReport:
     """Send an issue to every active subscriber not yet sent it (running it again never resends).
 
-    `transport`: a built one, or by name (file, smtp, null; None: the configured one), with
-    `outbox` for the file transport. `on_pending` is told how many rows wait before the first
-    goes out; `progress` how many were sent (or failed) since. `delivery` overrides the
-    configured delivery settings, `helper` the choice of a composing helper process (None: by
-    campaign size). `signals`: SIGINT and SIGTERM set `stop`.
+    Prepares the campaign, then sends as `send_campaign_rows` does (see `EngineOptions`), with
+    the sender lock held throughout. `on_pending` is told how many rows wait before the first
+    goes out.
     """
     with database(settings, db) as engine, SenderLock(engine):
         prepared = prepare_campaign(
@@ -152,57 +150,9 @@ def send_issue(
             "%s (via %s) sends %s: campaign %s, %d rows waiting",
             actor.label, actor.via, slug, prepared.campaign, prepared.pending,
         )  # fmt: skip
-        with Session(engine, expire_on_commit=False) as session:
-            context = runtime.issue_context(session, settings, slug)
         if on_pending is not None:
             on_pending(prepared.pending)
-        return _run(
-            _engine(
-                engine, context, settings, transport=transport, outbox=outbox, clock=clock,
-                rng=rng, progress=progress, stop=stop, delivery=delivery, helper=helper,
-                worker=worker,
-            ),
-            prepared.campaign,
-            signals=signals,
-        )  # fmt: skip
-
-
-def _engine(
-    db: Engine,
-    context: IssueContext,
-    settings: Settings,
-    *,
-    transport: Transport | str | None,
-    outbox: Path | None,
-    clock: Clock,
-    rng: random.Random | None,
-    progress: Progress | None,
-    stop: asyncio.Event | None,
-    delivery: DeliverySettings | None,
-    helper: bool | None,
-    worker: str | None,
-) -> SendEngine:
-    return SendEngine(
-        db=db, context=context, transport=_transport(settings, transport, outbox),
-        delivery=delivery or settings.delivery, clock=clock, rng=rng, progress=progress,
-        stop=stop, worker=worker, helper=helper,
-    )  # fmt: skip
-
-
-def _run(engine: SendEngine, campaign_id: int, *, signals: bool) -> SendReport:
-    work = engine.run(campaign_id)
-    return asyncio.run(_until_signal(work, engine.stop) if signals else work)
-
-
-async def _until_signal(work: Coroutine[Any, Any, SendReport], stop: asyncio.Event) -> SendReport:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        return await work
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        return send_campaign_rows(settings, slug, db=engine, **options)
 
 
 # --- what one subscriber gets ------------------------------------------------------------------
