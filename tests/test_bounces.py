@@ -42,7 +42,7 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.subscriptions import store
-from newsletter.subscriptions.bounce_policy import Outcome, apply_bounces, record_smtp_bounce
+from newsletter.subscriptions.bounce_policy import Outcome, apply_reports, record_smtp_bounce
 from newsletter.subscriptions.lifecycle import ALLOWED
 from tests.conftest import Instance
 
@@ -747,7 +747,7 @@ def test_a_forwarded_address_acts_only_when_the_report_names_who_we_sent_to(
     forwarded = "Final-Recipient: rfc822; wang.private@mail.example.net\nAction: failed"
     with _session(instance) as session:
         # Only the private address: our message, but nothing says it was Wang's box that failed.
-        [lost] = apply_bounces(
+        [lost] = apply_reports(
             session, parse_bounces(_dsn(forwarded, returned=returned), domain=DOMAIN) or (),
             now=NOW,
         )  # fmt: skip
@@ -756,7 +756,8 @@ def test_a_forwarded_address_acts_only_when_the_report_names_who_we_sent_to(
         )  # fmt: skip
         named = f"Original-Recipient: rfc822;{wang}\n{forwarded}"
         data = _dsn(named, headers="Message-ID: <r2@mx.example.net>\n", returned=returned)
-        [applied] = apply_bounces(session, parse_bounces(data, domain=DOMAIN) or (), now=NOW)
+        [applied] = apply_reports(session, parse_bounces(data, domain=DOMAIN) or (), now=NOW)
+        session.commit()
         assert (applied.outcome, applied.email) == (Outcome.DISABLED, wang)
         assert applied.bounce.final_recipient == "wang.private@mail.example.net"
     assert _status(instance, wang) == "bounced"

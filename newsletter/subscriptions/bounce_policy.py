@@ -95,24 +95,6 @@ def apply_reports(
     return applied
 
 
-def apply_bounces(
-    session: Session,
-    bounces: Sequence[Bounce],
-    *,
-    now: dt.datetime,
-    soft_threshold: int = DEFAULT_SOFT_THRESHOLD,
-    soft_window: dt.timedelta = DEFAULT_SOFT_WINDOW,
-) -> list[Applied]:
-    """`apply_reports`, committed: kept only for tests/test_bounces.py, which calls it directly
-    and reads the result in another session. Doors use `apply_reports` in their own unit of work.
-    """
-    applied = apply_reports(
-        session, bounces, now=now, soft_threshold=soft_threshold, soft_window=soft_window
-    )
-    session.commit()
-    return applied
-
-
 def tally(applied: Sequence[Applied]) -> dict[str, int]:
     """Counts for the summary: hard, soft, disabled, counted, already, unknown, not ours."""
     outcomes = Counter(a.outcome for a in applied)
