@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ from newsletter.subscriptions.lists import (
     parse_list,
 )
 from newsletter.subscriptions.mail import deliver, subscription_message
+from newsletter.subscriptions.reasons import audit_reason
 from newsletter.subscriptions.signup import MailKind, MailRequest
 
 log = logging.getLogger(__name__)
 _HINT = "see `newsletter subscribers list`"
-_MAX_REASON = 500
 
 
 class OutOfScopeError(ListImportError):
@@ -284,16 +283,11 @@ def edit_subscriber(
 
 def request_reason(reason: str) -> str:
     """The reason given for an unsubscribe on someone's behalf: the audit's answer to "why"."""
-    text = " ".join(reason.split())
-    if not text:
-        raise RequestReasonError(
-            "give a --reason: the audit log records why they were unsubscribed"
-        )
-    if len(text) > _MAX_REASON or any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise RequestReasonError(
-            f"--reason: use plain text of at most {_MAX_REASON} characters, no control characters"
-        )
-    return text
+    return audit_reason(
+        reason,
+        error=RequestReasonError,
+        missing="give a --reason: the audit log records why they were unsubscribed",
+    )
 
 
 def unsubscribe_on_request(
