@@ -7,13 +7,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from newsletter import directory
 from newsletter.content.model import Item
-from newsletter.delivery.campaigns import RESCHEDULABLE, open_campaign
+from newsletter.delivery.campaigns import open_campaign, taken_back
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.models import (
     Campaign,
@@ -32,6 +32,7 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.states import RESCHEDULABLE, move
 from newsletter.subscriptions.store import sectors_of
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef
@@ -212,10 +213,13 @@ def _in_ledger(session: Session, campaign: Campaign | None) -> set[int]:
     row was skipped only because its scheduled send was cancelled or missed."""
     if campaign is None:
         return set()
-    query = select(Delivery.subscriber_id).where(
-        Delivery.campaign_id == campaign.id,
-        ~((col(Delivery.state) == DeliveryState.SKIPPED) & col(Delivery.reply).in_(RESCHEDULABLE)),
+    # Spelt out rather than NOT taken_back(): a NULL skip_reason would make that NULL, not true.
+    kept = or_(
+        col(Delivery.state) != DeliveryState.SKIPPED,
+        col(Delivery.skip_reason).is_(None),
+        col(Delivery.skip_reason).not_in(RESCHEDULABLE),
     )
+    query = select(Delivery.subscriber_id).where(Delivery.campaign_id == campaign.id, kept)
     return set(session.exec(query))
 
 
@@ -251,13 +255,14 @@ def _enqueue(
     skipped = (
         (col(Delivery.campaign_id) == campaign.id)
         & col(Delivery.subscriber_id).in_(subscriber_ids)
-        & (col(Delivery.state) == DeliveryState.SKIPPED)
-        & col(Delivery.reply).in_(RESCHEDULABLE)
+        & taken_back()
     )
     back = set(session.exec(select(Delivery.subscriber_id).where(skipped)))
     if back:
         session.execute(
-            update(Delivery).where(skipped).values(state=DeliveryState.QUEUED, reply="", **window)
+            update(Delivery)
+            .where(skipped)
+            .values(state=DeliveryState.QUEUED, reply="", skip_reason=None, **window)
         )
     new = [s for s in subscriber_ids if s not in back]
     if new:
@@ -266,8 +271,10 @@ def _enqueue(
             [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
               **window} for s in new],
         )  # fmt: skip
-    if campaign.state in (CampaignState.READY, CampaignState.FINISHED):
-        campaign.state, campaign.finished_at = CampaignState.SENDING, None
+    # The rows are due now: the campaign is sending.
+    idle = (CampaignState.READY, CampaignState.SCHEDULED, CampaignState.FINISHED)
+    if campaign.state in idle:
+        move(campaign, CampaignState.SENDING, reason=campaign.reason, now=now)
         session.add(campaign)
     session.commit()
 

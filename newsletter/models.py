@@ -3,46 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# The states live in `newsletter.states` (pure); they are named here too for the tables' users.
+from newsletter.states import (
+    CampaignState,
+    DeliveryState,
+    DigestState,
+    PlanState,
+    SkipReason,
+    SubscriberStatus,
+)
+
+__all__ = [
+    "AuditEvent", "Campaign", "CampaignState", "Delivery", "DeliveryState", "DigestRun",
+    "DigestSchedule", "DigestState", "Embassy", "IssueRecord", "ItemRecord", "PlanState",
+    "ReceivedItem", "ScheduleDelivery", "SchedulePlan", "Sector", "SkipReason", "Subscriber",
+    "SubscriberSector", "SubscriberStatus", "Suppression", "WebRateLimit", "utcnow",
+]  # fmt: skip
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class SubscriberStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-
-
-class CampaignState(StrEnum):
-    READY = "ready"
-    SENDING = "sending"
-    PAUSED = "paused"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-
-class DeliveryState(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    RETRY = "retry"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    UNKNOWN = "unknown"
-
-
-TERMINAL_STATES = frozenset(
-    {DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.UNKNOWN}
-)
 
 
 def _json(**kwargs: Any) -> Any:
@@ -149,6 +134,9 @@ class Delivery(SQLModel, table=True):
     profile: str = Field(default="", max_length=40)
     message_id: str = Field(default="", max_length=200)
     reply: str = ""
+    # Why a `skipped` row was skipped (None otherwise): what may be taken back is read from
+    # here, never from the reply, which is for people.
+    skip_reason: SkipReason | None = Field(default=None, sa_type=String(30))
     next_attempt_at: dt.datetime | None = None
     first_attempt_at: dt.datetime | None = None
     # The send window: a scheduled row waits for not_before; past not_after it was missed.
@@ -183,13 +171,6 @@ class Suppression(SQLModel, table=True):
     at: dt.datetime = Field(default_factory=utcnow)
 
 
-class PlanState(StrEnum):
-    PLANNED = "planned"
-    FIRED = "fired"
-    MISSED = "missed"
-    CANCELLED = "cancelled"
-
-
 class SchedulePlan(SQLModel, table=True):
     """One scheduled send: the rows of a campaign due at one instant (one time zone, one date)."""
 
@@ -217,11 +198,6 @@ class ScheduleDelivery(SQLModel, table=True):
 
     plan_id: int = Field(foreign_key="schedule.id", primary_key=True, ondelete="CASCADE")
     delivery_id: int = Field(foreign_key="delivery.id", primary_key=True, index=True)
-
-
-class DigestState(StrEnum):
-    ACTIVE = "active"
-    CANCELLED = "cancelled"
 
 
 class DigestSchedule(SQLModel, table=True):

@@ -12,12 +12,12 @@ from sqlalchemy import ColumnElement, CursorResult, Result, delete, insert, upda
 from sqlmodel import Session, col, func, select
 
 from newsletter.delivery.campaigns import (
-    CANCELLED_REPLY,
-    MISSED_REPLY,
     CampaignPausedError,
     enqueue_active,
     open_campaign,
+    settle,
     take_back_unsent,
+    under_way,
 )
 from newsletter.errors import NewsletterError, NotFoundError
 from newsletter.models import (
@@ -30,14 +30,12 @@ from newsletter.models import (
     PlanState,
     ScheduleDelivery,
     SchedulePlan,
+    SkipReason,
     Subscriber,
 )
 from newsletter.planning import Mission, Slot, in_local_time
+from newsletter.states import LIVE, SKIP_REPLY, WAITING, move
 from newsletter.taxonomy import WORKING_WEEKS
-
-# The engine writes the same text when it skips a row whose window closed.
-_WAITING = (DeliveryState.QUEUED, DeliveryState.RETRY)
-_LIVE = (DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING)
 
 
 class AlreadyScheduledError(NewsletterError, ValueError):
@@ -75,7 +73,7 @@ class PlanStateError(NewsletterError, ValueError):
 
 def _live_rows(session: Session, campaign_id: int) -> int:
     query = select(func.count()).where(
-        col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(_LIVE)
+        col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(LIVE)
     )
     return int(session.exec(query).one())
 
@@ -110,7 +108,7 @@ def waiting_rows(session: Session, campaign_id: int) -> list[tuple[int, Mission]
         select(Delivery.id, Embassy.code, Embassy.timezone, Embassy.working_week)
         .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
         .join(Embassy, col(Embassy.code) == col(Subscriber.embassy_code))
-        .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(_WAITING))
+        .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(WAITING))
         .order_by(col(Delivery.id))
     ).all()
     default = WORKING_WEEKS["mon-fri"]
@@ -129,7 +127,7 @@ def create_plans(
     *,
     now: dt.datetime,
 ) -> list[SchedulePlan]:
-    """One plan per slot; each waiting row gets its slot's window; the campaign starts sending."""
+    """One plan per slot; each waiting row gets its slot's window; the campaign is scheduled."""
     assert campaign.id is not None
     rows = waiting_rows(session, campaign.id)
     if not rows:
@@ -158,7 +156,11 @@ def create_plans(
             .values(not_before=slot.fire_at, not_after=slot.not_after, updated_at=now)
         )
         created.append(record)
-    campaign.state, campaign.finished_at, campaign.reason = CampaignState.SENDING, None, ""
+    # Until a plan fires no row is due, so no sender takes the campaign up.
+    if campaign.state == CampaignState.SCHEDULED:
+        campaign.reason = ""
+    else:
+        move(campaign, CampaignState.SCHEDULED, now=now)
     session.add(campaign)
     session.commit()
     return created
@@ -175,11 +177,11 @@ def _changed(result: Result[Any]) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
-def _skip_waiting(session: Session, plan_id: int, reply: str, now: dt.datetime) -> int:
+def _skip_waiting(session: Session, plan_id: int, why: SkipReason, now: dt.datetime) -> int:
     result = session.execute(
         update(Delivery)
-        .where(_linked(plan_id), col(Delivery.state).in_(_WAITING))
-        .values(state=DeliveryState.SKIPPED, reply=reply, updated_at=now)
+        .where(_linked(plan_id), col(Delivery.state).in_(WAITING))
+        .values(state=DeliveryState.SKIPPED, reply=SKIP_REPLY[why], skip_reason=why, updated_at=now)
     )
     return _changed(result)
 
@@ -212,12 +214,12 @@ def _plan_count(session: Session, plan_id: int, *where: ColumnElement[bool]) -> 
 
 def miss_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | None:
     """Its window closed before it fired: waiting rows are skipped, never sent late."""
-    _skip_waiting(session, plan_id, MISSED_REPLY, now)
+    _skip_waiting(session, plan_id, SkipReason.MISSED_WINDOW, now)
     # Counted after the update, not from it: a sender that ran after the window closed has
     # already skipped the rows itself (ledger.skip_missed), and they were not sent all the same.
     missed = _plan_count(
         session, plan_id, col(Delivery.state) == DeliveryState.SKIPPED,
-        col(Delivery.reply) == MISSED_REPLY,
+        col(Delivery.skip_reason) == SkipReason.MISSED_WINDOW,
     )  # fmt: skip
     sent = _plan_count(session, plan_id, col(Delivery.state) == DeliveryState.SENT)
     # A plain `worker` may have sent the rows on time while the scheduler itself was down.
@@ -231,24 +233,11 @@ def miss_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
 
 
 def _settle_campaign(session: Session, plan_id: int, now: dt.datetime, why: str) -> None:
-    """A sending campaign left with no live rows: finished if anyone got it, else ready again.
-
-    `finished` would claim a delivery nobody received; `ready` lets staff schedule or send it
-    again, which takes back the rows a missed or cancelled plan skipped.
-    """
+    """The plan's campaign, under way, takes the state its rows now say (see `settle`)."""
     plan = session.get(SchedulePlan, plan_id)
     campaign = session.get(Campaign, plan.campaign_id) if plan is not None else None
-    if campaign is None or campaign.state != CampaignState.SENDING:
-        return
-    assert campaign.id is not None
-    if _live_rows(session, campaign.id):
-        return
-    if _count(session, campaign.id, DeliveryState.SENT):
-        campaign.state, campaign.finished_at = CampaignState.FINISHED, now
-    else:
-        campaign.state, campaign.finished_at = CampaignState.READY, None
-        campaign.reason = f"nobody received it: {why}"
-    session.add(campaign)
+    if campaign is not None:
+        settle(session, campaign, now=now, why=why)
 
 
 def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | None:
@@ -264,6 +253,14 @@ def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
         session.commit()
         return PlanState.CANCELLED if changed else None
     changed = _set_state(session, plan_id, PlanState.FIRED, now)
+    # Its rows are due: the campaign is sending, and the worker takes it up. A paused one
+    # stays paused; its resume finds the rows due.
+    if changed and campaign is not None and campaign.state == CampaignState.SCHEDULED:
+        if under_way(session, plan.campaign_id, now) is None:  # a worker sent them already
+            settle(session, campaign, now=now, why="its planned send found nothing to send")
+        else:
+            move(campaign, CampaignState.SENDING, now=now)
+        session.add(campaign)
     session.commit()
     return PlanState.FIRED if changed else None
 
@@ -276,17 +273,10 @@ def cancel_plan(session: Session, plan_id: int, now: dt.datetime) -> int:
     ):
         session.rollback()
         raise PlanStateError(plan_id, str(get_plan(session, plan_id).state))
-    skipped = _skip_waiting(session, plan_id, CANCELLED_REPLY, now)
+    skipped = _skip_waiting(session, plan_id, SkipReason.PLAN_CANCELLED, now)
     _settle_campaign(session, plan_id, now, "its planned sends were cancelled")
     session.commit()
     return skipped
-
-
-def _count(session: Session, campaign_id: int, state: DeliveryState) -> int:
-    query = select(func.count()).where(
-        col(Delivery.campaign_id) == campaign_id, col(Delivery.state) == state
-    )
-    return int(session.exec(query).one())
 
 
 @dataclass(frozen=True)
@@ -305,6 +295,7 @@ class PlanView:
     missed: int
     waiting: int
     reason: str
+    campaign_state: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -314,7 +305,7 @@ class PlanView:
             "local_time": self.local_time, "next_run_utc": self.next_run_utc.isoformat(),
             "next_run_local": self.next_run_local.isoformat(), "recipients": self.recipients,
             "state": self.state, "sent": self.sent, "missed": self.missed,
-            "waiting": self.waiting, "reason": self.reason,
+            "waiting": self.waiting, "reason": self.reason, "campaign_state": self.campaign_state,
         }  # fmt: skip
 
 
@@ -342,7 +333,7 @@ def _row_counts(session: Session, plan_ids: list[int]) -> dict[int, Counter[str]
         select(ScheduleDelivery.plan_id, func.count())
         .join(Delivery, joined)
         .where(mine, col(Delivery.state) == DeliveryState.SKIPPED)
-        .where(col(Delivery.reply) == MISSED_REPLY)
+        .where(col(Delivery.skip_reason) == SkipReason.MISSED_WINDOW)
         .group_by(col(ScheduleDelivery.plan_id))
     ).all()
     for plan_id, n in missed:
@@ -354,7 +345,7 @@ def list_plans(
     session: Session, *, now: dt.datetime, campaign_id: int | None = None
 ) -> list[PlanView]:
     query = (
-        select(SchedulePlan, IssueRecord.slug)
+        select(SchedulePlan, IssueRecord.slug, Campaign.state)
         .join(Campaign, col(Campaign.id) == col(SchedulePlan.campaign_id))
         .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
         .order_by(col(SchedulePlan.fire_at), col(SchedulePlan.id))
@@ -362,9 +353,9 @@ def list_plans(
     if campaign_id is not None:
         query = query.where(col(SchedulePlan.campaign_id) == campaign_id)
     rows = session.exec(query).all()
-    counts = _row_counts(session, [p.id for p, _ in rows if p.id is not None])
+    counts = _row_counts(session, [p.id for p, _, _ in rows if p.id is not None])
     views = []
-    for plan, slug in rows:
+    for plan, slug, campaign_state in rows:
         assert plan.id is not None
         per = counts.get(plan.id, Counter())
         local = in_local_time(plan.fire_at, plan.timezone)
@@ -375,7 +366,8 @@ def list_plans(
                 next_run_utc=plan.fire_at, next_run_local=local,
                 recipients=plan.recipients, state=str(shown_state(plan, now)),
                 sent=per["sent"], missed=per["missed"],
-                waiting=per["queued"] + per["retry"] + per["sending"], reason=plan.reason,
+                waiting=sum(per[s] for s in LIVE), reason=plan.reason,
+                campaign_state=str(campaign_state),
             )
         )  # fmt: skip
     return views

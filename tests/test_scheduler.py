@@ -65,7 +65,9 @@ def test_one_plan_per_zone_at_the_local_hour(runner: CliRunner, instance: Instan
         for r in rows:
             assert stored[jobs.plan_job_id(r["id"])] == dt.datetime.fromisoformat(r["next_run_utc"])
         campaign = session.get(Campaign, rows[0]["campaign"])
-        assert campaign is not None and campaign.state == "sending"
+        # Nothing is due before the first plan fires: the campaign waits, it is not sending.
+        assert campaign is not None and campaign.state == "scheduled"
+    assert {r["campaign_state"] for r in plans_json(runner, instance)} == {"scheduled"}
 
 
 def test_working_days_move_weekend_missions(runner: CliRunner, instance: Instance) -> None:
@@ -194,6 +196,7 @@ def test_after_downtime_late_within_grace_else_missed(
     else:
         assert {r[0] for r in replies} == {"queued"}  # due now: the sender takes them
         assert listed["state"] == "fired" and status["queued"] == len(active)
+        assert status["state"] == "sending" and listed["campaign_state"] == "sending"
 
 
 def test_a_missed_plan_reports_the_rows_a_sender_already_skipped(
@@ -230,7 +233,7 @@ def test_a_campaign_whose_only_plan_was_missed_is_not_finished(
                              "--json"))  # fmt: skip
     assert again["recipients"] == len(active)
     status = json.loads(cli(runner, instance, "campaign", "status", str(row["campaign"]), "--json"))
-    assert status["state"] == "sending" and status["reason"] == ""
+    assert status["state"] == "scheduled" and status["reason"] == ""
 
 
 def test_job_survives_a_scheduler_restart_and_fires_once(

@@ -102,12 +102,14 @@ def _short(iso: object) -> str:
 
 
 def _plan_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state")
+    table = Table(
+        "id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state", "campaign"
+    )
     for r in rows:
         table.add_row(
             str(r["id"]), str(r["issue"]), str(r["timezone"]), _short(r["next_run_local"]),
             _short(r["next_run_utc"])[:16], str(r["recipients"]), str(r["sent"]),
-            str(r["missed"]), str(r["state"]),
+            str(r["missed"]), str(r["state"]), f"{r['campaign']} {r['campaign_state']}",
         )  # fmt: skip
     return table
 

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, insert, literal, update
+from sqlalchemy import ColumnElement, CursorResult, Result, insert, literal, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
@@ -17,12 +17,28 @@ from newsletter.models import (
     Delivery,
     DeliveryState,
     IssueRecord,
+    SkipReason,
     Subscriber,
     SubscriberStatus,
     utcnow,
 )
+from newsletter.states import (
+    LEDGER_STATES,
+    LIVE,
+    RESCHEDULABLE,
+    SKIP_REPLY,
+    WAITING,
+    CampaignStateError,
+    move,
+)
 
-LEDGER_STATES = tuple(DeliveryState)
+__all__ = [
+    "CampaignStateError", "LEDGER_STATES", "CANCELLED_REPLY", "MISSED_REPLY", "CampaignPausedError",
+    "CampaignSummary", "Cancelled", "LedgerRow", "cancel", "counts", "counts_by_embassy",
+    "enqueue_active", "get_campaign", "ledger", "list_summaries", "mark_lost_unknown",
+    "open_campaign", "pause", "prepare_send", "requeue_failed", "requeue_unknown", "resume",
+    "settle", "summarise", "take_back_unsent", "taken_back", "under_way",
+]  # fmt: skip
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -120,23 +136,60 @@ def requeue_unknown(session: Session, campaign_id: int) -> int:
     return _rowcount(result)
 
 
-class CampaignStateError(NewsletterError, ValueError):
-    def __init__(self, campaign_id: int, state: str, wanted: str) -> None:
-        super().__init__(f"campaign {campaign_id} is {state}; it cannot be {wanted}")
+def under_way(
+    session: Session, campaign_id: int, now: dt.datetime | None = None
+) -> CampaignState | None:
+    """What a campaign with rows still to send is: `scheduled` while every one of them waits for
+    a send window still to open (only planned sends set one ahead), else `sending`; None when
+    no row is live."""
+    when = now or utcnow()
+    live = col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(LIVE)
+    if not session.exec(select(func.count()).where(*live)).one():
+        return None
+    # `IS NOT NULL` first: a row without a window is due, and NOT (NULL) would be NULL.
+    later = (
+        col(Delivery.state).in_(WAITING)
+        & col(Delivery.not_before).is_not(None)
+        & (col(Delivery.not_before) > when)
+    )
+    due_or_out = session.exec(select(func.count()).where(*live, ~later)).one()
+    return CampaignState.SENDING if due_or_out else CampaignState.SCHEDULED
+
+
+def settle(session: Session, campaign: Campaign, *, now: dt.datetime, why: str) -> None:
+    """A campaign under way takes the state its rows say (no commit).
+
+    With no live row: finished if anyone got it, else ready again with `why` (`finished` would
+    claim a delivery nobody received; `ready` lets staff send or schedule it again, which takes
+    back the rows a missed or cancelled plan skipped). With live rows: `scheduled` while all
+    wait for a later plan, `sending` once one is due.
+    """
+    if campaign.state not in (CampaignState.SCHEDULED, CampaignState.SENDING):
+        return
+    assert campaign.id is not None
+    state = under_way(session, campaign.id, now)
+    if state is None:
+        if counts(session, campaign.id).get(DeliveryState.SENT):
+            move(campaign, CampaignState.FINISHED, now=now)
+        else:
+            move(campaign, CampaignState.READY, reason=f"nobody received it: {why}", now=now)
+    elif state != campaign.state:
+        move(campaign, state, now=now)
+    session.add(campaign)
 
 
 def pause(session: Session, campaign: Campaign, reason: str = "paused by staff") -> None:
-    if campaign.state not in (CampaignState.READY, CampaignState.SENDING):
-        raise CampaignStateError(campaign.id or 0, str(campaign.state), "paused")
-    campaign.state, campaign.reason = CampaignState.PAUSED, reason
+    move(campaign, CampaignState.PAUSED, reason=reason)
     session.add(campaign)
     session.commit()
 
 
 def resume(session: Session, campaign: Campaign) -> None:
+    """Paused -> sending, or scheduled when every row still waits for its planned send."""
     if campaign.state != CampaignState.PAUSED:
         raise CampaignStateError(campaign.id or 0, str(campaign.state), "resumed")
-    campaign.state, campaign.reason = CampaignState.SENDING, ""
+    state = under_way(session, campaign.id or 0) or CampaignState.SENDING
+    move(campaign, state, wanted="resumed")
     session.add(campaign)
     session.commit()
 
@@ -153,17 +206,18 @@ def cancel(session: Session, campaign: Campaign) -> Cancelled:
     A sender that holds rows of this campaign marks none of them again; the messages it has on
     the wire at this moment (at most one window) still end as their SMTP replies say.
     """
-    if campaign.state in (CampaignState.FINISHED, CampaignState.CANCELLED):
-        raise CampaignStateError(campaign.id or 0, str(campaign.state), "cancelled")
-    campaign.state, campaign.reason = CampaignState.CANCELLED, "cancelled by staff"
+    move(campaign, CampaignState.CANCELLED, reason="cancelled by staff")
     session.add(campaign)
+    why = SkipReason.CAMPAIGN_CANCELLED
     result = session.execute(
         update(Delivery)
-        .where(
-            col(Delivery.campaign_id) == campaign.id,
-            col(Delivery.state).in_([DeliveryState.QUEUED, DeliveryState.RETRY]),
+        .where(col(Delivery.campaign_id) == campaign.id, col(Delivery.state).in_(WAITING))
+        .values(
+            state=DeliveryState.SKIPPED,
+            reply=SKIP_REPLY[why],
+            skip_reason=why,
+            updated_at=utcnow(),
         )
-        .values(state=DeliveryState.SKIPPED, reply="campaign cancelled", updated_at=utcnow())
     )
     in_flight = counts(session, campaign.id or 0).get(DeliveryState.SENDING, 0)
     session.commit()
@@ -192,7 +246,7 @@ def requeue_failed(session: Session, campaign: Campaign) -> int:
     )  # fmt: skip
     requeued = _rowcount(result)
     if requeued and campaign.state == CampaignState.FINISHED:
-        campaign.state, campaign.finished_at, campaign.reason = CampaignState.SENDING, None, ""
+        move(campaign, CampaignState.SENDING)
         session.add(campaign)
     session.commit()
     return requeued
@@ -238,22 +292,30 @@ class CampaignPausedError(NewsletterError, RuntimeError):
         )
 
 
-MISSED_REPLY = "missed: send window closed"
-CANCELLED_REPLY = "schedule cancelled"
-# Rows skipped for these reasons were never sent: sending or scheduling again takes them back.
-RESCHEDULABLE = (MISSED_REPLY, CANCELLED_REPLY)
+# The reply texts these skips write, for people; code reads `Delivery.skip_reason`.
+MISSED_REPLY = SKIP_REPLY[SkipReason.MISSED_WINDOW]
+CANCELLED_REPLY = SKIP_REPLY[SkipReason.PLAN_CANCELLED]
+
+
+def taken_back() -> ColumnElement[bool]:
+    """Rows a missed or cancelled plan skipped: never sent, and nobody decided against them."""
+    return (col(Delivery.state) == DeliveryState.SKIPPED) & col(Delivery.skip_reason).in_(
+        RESCHEDULABLE
+    )
 
 
 def take_back_unsent(session: Session, campaign_id: int) -> int:
     """Rows a missed or cancelled schedule skipped wait again, with no send window."""
     result = session.execute(
         update(Delivery)
-        .where(
-            col(Delivery.campaign_id) == campaign_id,
-            col(Delivery.state) == DeliveryState.SKIPPED,
-            col(Delivery.reply).in_(RESCHEDULABLE),
+        .where(col(Delivery.campaign_id) == campaign_id, taken_back())
+        .values(
+            state=DeliveryState.QUEUED,
+            reply="",
+            skip_reason=None,
+            not_before=None,
+            not_after=None,
         )
-        .values(state=DeliveryState.QUEUED, reply="", not_before=None, not_after=None)
     )
     session.commit()
     return _rowcount(result)
@@ -271,11 +333,9 @@ def prepare_send(
     added = enqueue_active(session, campaign)
     if resend_unknown:
         requeue_unknown(session, campaign.id or 0)
-    live = {DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING}
-    if campaign.state in (CampaignState.READY, CampaignState.FINISHED) and any(
-        counts(session, campaign.id or 0).get(s) for s in live
-    ):
-        campaign.state, campaign.finished_at = CampaignState.SENDING, None
+    idle = (CampaignState.READY, CampaignState.SCHEDULED, CampaignState.FINISHED)
+    if campaign.state in idle and any(counts(session, campaign.id or 0).get(s) for s in LIVE):
+        move(campaign, CampaignState.SENDING, reason=campaign.reason)
         session.add(campaign)
         session.commit()
     return campaign, added

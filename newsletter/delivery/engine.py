@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
 from newsletter.delivery import ledger
-from newsletter.delivery.campaigns import counts, mark_lost_unknown
+from newsletter.delivery.campaigns import counts, mark_lost_unknown, settle
 from newsletter.delivery.compose import IssueContext, RecipientData, profile_for
 from newsletter.delivery.composer import (
     Composer,
@@ -40,8 +40,10 @@ from newsletter.models import (
     Campaign,
     CampaignState,
     DeliveryState,
+    SkipReason,
     utcnow,
 )
+from newsletter.states import SENDABLE, move
 from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 Progress = Callable[[int], None]
@@ -215,10 +217,7 @@ class SendEngine:
     def _waiting(self, campaign_id: int) -> int:
         with Session(self.db) as session:
             campaign = session.get(Campaign, campaign_id)
-            if campaign is None or campaign.state not in (
-                CampaignState.READY,
-                CampaignState.SENDING,
-            ):
+            if campaign is None or campaign.state not in SENDABLE:
                 return 0
             return ledger.waiting(session, campaign_id)
 
@@ -232,8 +231,10 @@ class SendEngine:
         report.skipped += ledger.skip_missed(session, campaign_id, now)
         ledger.plan_profiles(session, campaign_id, self._profile_of)
         campaign = session.get(Campaign, campaign_id)
-        if campaign is not None and campaign.state == CampaignState.READY:
-            campaign.state, campaign.started_at = CampaignState.SENDING, campaign.started_at or now
+        # A scheduled campaign comes here once a row's window opened (see campaigns_with_work).
+        idle = (CampaignState.READY, CampaignState.SCHEDULED)
+        if campaign is not None and campaign.state in idle:
+            move(campaign, CampaignState.SENDING, reason=campaign.reason, now=now)
             session.add(campaign)
             session.commit()
 
@@ -374,7 +375,12 @@ class SendEngine:
             else:
                 report.skipped += 1
                 outcomes.append(
-                    Outcome(row.delivery_id, DeliveryState.SKIPPED, "subscriber no longer active")
+                    Outcome(
+                        row.delivery_id,
+                        DeliveryState.SKIPPED,
+                        "subscriber no longer active",
+                        skip_reason=SkipReason.NOT_ACTIVE,
+                    )
                 )
         if outcomes and self.progress:
             self.progress(len(outcomes))
@@ -504,7 +510,7 @@ class SendEngine:
             campaign = session.get(Campaign, campaign_id)
             if campaign is not None and campaign.state == CampaignState.SENDING:
                 if self.paused:
-                    campaign.state, campaign.reason = CampaignState.PAUSED, self.paused
+                    move(campaign, CampaignState.PAUSED, reason=self.paused, now=now)
                 elif self.halted and self.backing_off is not None:
                     ledger.postpone(session, campaign_id, self.backing_off, now)
                     campaign.reason = self.halted
@@ -537,7 +543,7 @@ class SendEngine:
             with Session(self.db) as session:
                 campaign = session.get(Campaign, campaign_id)
                 if campaign is not None and campaign.state == CampaignState.SENDING:
-                    campaign.state, campaign.reason = CampaignState.PAUSED, self.paused
+                    move(campaign, CampaignState.PAUSED, reason=self.paused, now=self.clock())
                     session.add(campaign)
                     session.commit()
         report.lost = self.lost
@@ -548,18 +554,11 @@ class SendEngine:
         report.unknown = by_state.get(DeliveryState.UNKNOWN, 0)
         campaign = session.get(Campaign, campaign_id)
         assert campaign is not None
-        live = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.RETRY)
-        if campaign.state == CampaignState.SENDING and not any(by_state.get(s) for s in live):
-            if by_state.get(DeliveryState.SENT):
-                campaign.state, campaign.finished_at = CampaignState.FINISHED, self.clock()
-            else:
-                # `finished` would claim a delivery nobody received; `ready` lets staff send or
-                # schedule it again (which takes back rows a missed or cancelled plan skipped).
-                campaign.state = CampaignState.READY
-                campaign.reason = "nobody received it: " + ", ".join(
-                    f"{n} {state}" for state, n in sorted(by_state.items())
-                )
-            session.add(campaign)
+        if campaign.state == CampaignState.SENDING:
+            # Finished, ready again (nobody received it), or scheduled (the rest wait for a
+            # later plan): see `settle`.
+            why = ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+            settle(session, campaign, now=self.clock(), why=why)
             session.commit()
         report.state = str(campaign.state)
         report.reason = campaign.reason or self.halted

@@ -14,10 +14,17 @@ from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, func, or_,
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from newsletter.models import Campaign, CampaignState, Delivery, DeliveryState, Subscriber
+from newsletter.models import (
+    Campaign,
+    CampaignState,
+    Delivery,
+    DeliveryState,
+    SkipReason,
+    Subscriber,
+)
+from newsletter.states import HELD, SKIP_REPLY, WAITING
 from newsletter.subscriptions.store import sectors_of
 
-WAITING = (DeliveryState.QUEUED, DeliveryState.RETRY)
 # The plain table: executemany UPDATEs by bound id, without the ORM's per-row bookkeeping.
 TABLE = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]  # SQLModel sets it at class creation
 
@@ -62,7 +69,12 @@ def skip_missed(session: Session, campaign_id: int, now: dt.datetime) -> int:
             col(Delivery.state).in_(WAITING),
             col(Delivery.not_after) <= now,
         )
-        .values(state=DeliveryState.SKIPPED, reply="missed: send window closed", updated_at=now)
+        .values(
+            state=DeliveryState.SKIPPED,
+            reply=SKIP_REPLY[SkipReason.MISSED_WINDOW],
+            skip_reason=SkipReason.MISSED_WINDOW,
+            updated_at=now,
+        )
     )
     session.commit()
     return _count(result)
@@ -170,13 +182,11 @@ class Outcome:
     sent_at: dt.datetime | None = None
     profile: str = ""
     message_id: str = ""
+    skip_reason: SkipReason | None = None  # with state `skipped`: why
 
 
-# Rows this sender still owns: leased in its name and neither recorded nor skipped since (a
-# cancel turns waiting rows `skipped`; a lease that ran out may have passed to another worker).
-HELD = (*WAITING, DeliveryState.SENDING)
-
-
+# Rows this sender still owns are leased in its name and HELD: neither recorded nor skipped
+# since (a cancel turns waiting rows `skipped`; a lease that ran out may have passed on).
 # Spelt out, not IN (...): an expanding IN cannot go into the executemany of `_RECORD`.
 _IS_HELD = or_(*(TABLE.c.state == state for state in HELD))
 
@@ -198,7 +208,7 @@ _RECORD = (
         first_attempt_at=bindparam("b_first_attempt_at"),
         next_attempt_at=bindparam("b_next_attempt_at"), sent_at=bindparam("b_sent_at"),
         profile=bindparam("b_profile"), message_id=bindparam("b_message_id"),
-        lease_until=None, worker="", updated_at=bindparam("b_now"),
+        skip_reason=bindparam("b_skip_reason"), lease_until=None, worker="", updated_at=bindparam("b_now"),
     )
 )  # fmt: skip
 CAMPAIGN = cast(Table, Campaign.__table__)  # type: ignore[attr-defined]
@@ -254,7 +264,7 @@ def write(
                 "b_id": o.id, "b_state": o.state, "b_reply": o.reply, "b_attempts": o.attempts,
                 "b_first_attempt_at": o.first_attempt_at, "b_next_attempt_at": o.next_attempt_at,
                 "b_sent_at": o.sent_at, "b_profile": o.profile, "b_message_id": o.message_id,
-                "b_now": now, "b_worker": worker,
+                "b_skip_reason": o.skip_reason, "b_now": now, "b_worker": worker,
             }
             for o in outcomes
         ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import sys
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, exists, update
+from sqlalchemy import Engine, exists
 from sqlmodel import Session, col, select
 
 from newsletter import runtime
@@ -22,7 +23,8 @@ from newsletter.delivery.engine import SendEngine, SendReport, worker_name
 from newsletter.delivery.locks import SenderLock
 from newsletter.delivery.transports import Transport
 from newsletter.errors import NewsletterError
-from newsletter.models import Campaign, CampaignState, Delivery, DeliveryState, IssueRecord
+from newsletter.models import Campaign, CampaignState, Delivery, IssueRecord, utcnow
+from newsletter.states import LIVE, WAITING, can_move, move
 
 Say = Callable[[str], None]
 
@@ -76,22 +78,27 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
-def campaigns_with_work(session: Session) -> list[tuple[int, str]]:
-    """(campaign id, issue slug) of sending campaigns that still have rows to send or retry."""
-    live = (
+def campaigns_with_work(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:
+    """(campaign id, issue slug) of sending campaigns that still have rows to send or retry,
+    and of scheduled ones with a row whose window has opened (or closed) by `now`.
+
+    The scheduler's firing a plan makes its campaign `sending`; a worker alone takes a
+    scheduled one up at the rows' own time all the same, and skips them once it is past.
+    """
+    when = now or utcnow()
+    mine = col(Delivery.campaign_id) == col(Campaign.id)
+    live = select(Delivery.id).where(mine, col(Delivery.state).in_(LIVE)).limit(1)
+    opened = (
         select(Delivery.id)
-        .where(
-            col(Delivery.campaign_id) == col(Campaign.id),
-            col(Delivery.state).in_(
-                [DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING]
-            ),
-        )
+        .where(mine, col(Delivery.state).in_(WAITING), col(Delivery.not_before) <= when)
         .limit(1)
     )
+    sending = (col(Campaign.state) == CampaignState.SENDING) & exists(live)
+    scheduled = (col(Campaign.state) == CampaignState.SCHEDULED) & exists(opened)
     rows = session.exec(
         select(Campaign.id, IssueRecord.slug)
         .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
-        .where(col(Campaign.state) == CampaignState.SENDING, exists(live))
+        .where(sending | scheduled)
         .order_by(col(Campaign.id))
     ).all()
     return [(int(cid), str(slug)) for cid, slug in rows if cid is not None]
@@ -203,16 +210,13 @@ class Worker:
         paused = False
         try:
             with Session(self.db) as session:
-                result = session.execute(
-                    update(Campaign)
-                    .where(
-                        col(Campaign.id) == campaign_id,
-                        col(Campaign.state).in_([CampaignState.READY, CampaignState.SENDING]),
-                    )
-                    .values(state=CampaignState.PAUSED, reason=reason)
-                )
+                # Locked while it is read and moved: a staff cancel in between is not undone.
+                campaign = session.get(Campaign, campaign_id, with_for_update=True)
+                if campaign is not None and can_move(campaign.state, CampaignState.PAUSED):
+                    move(campaign, CampaignState.PAUSED, reason=reason)
+                    session.add(campaign)
+                    paused = True
                 session.commit()
-                paused = bool(getattr(result, "rowcount", 0))
         except Exception as failed:
             if self.broken.get(campaign_id) != reason:
                 self.say(

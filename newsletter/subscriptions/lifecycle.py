@@ -11,24 +11,13 @@ from sqlmodel import Session
 from newsletter.actors import Actor as Actor  # re-exported: callers name it from here
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.states import ALLOWED as ALLOWED  # re-exported: the table lives with the others
+from newsletter.states import BOUNCEABLE as BOUNCEABLE
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lists import LANGUAGES
 from newsletter.subscriptions.tokens import Claim, InvalidToken, Purpose, read_claim
 
 S = SubscriberStatus
-# Moves anyone may ask for; reaching `active` from a departed state needs a fresh confirmation
-# (see `confirm`), never an import or a staff edit; `unbounce` alone undoes a mail system's
-# fault. UNSUBSCRIBED and COMPLAINED never lead to BOUNCED: the person's choice stands.
-ALLOWED: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
-    S.PENDING: frozenset({S.ACTIVE, S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
-    S.ACTIVE: frozenset({S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED}),
-    S.UNSUBSCRIBED: frozenset({S.ACTIVE}),
-    S.BOUNCED: frozenset({S.ACTIVE, S.UNSUBSCRIBED}),
-    S.COMPLAINED: frozenset({S.ACTIVE}),
-}
-# A bounce is the mail system's verdict, never the person's: it may end only a subscription
-# that works or awaits confirmation. An unsubscribe, a complaint or an erasure stands.
-BOUNCEABLE = frozenset({S.PENDING, S.ACTIVE})
 _MAX_REASON = 500
 
 
