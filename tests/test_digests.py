@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from sqlalchemy import update
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -19,7 +20,7 @@ from newsletter.daemon import Daemon
 from newsletter.delivery.sink import LoopbackController
 from newsletter.delivery.worker import Worker
 from newsletter.digests import owes_issue
-from newsletter.models import DigestRun, ReceivedItem
+from newsletter.models import Delivery, DigestRun, ReceivedItem
 from tests.conftest import Instance, cli, database, fails, load_sample
 
 SAMPLE = Path(__file__).parent.parent / "newsletter" / "content" / "samples" / "2020-01.yaml"
@@ -168,6 +169,11 @@ def test_digest_sends_what_a_cancelled_schedule_left_unsent(
     active = load_sample(runner, instance)
     cli(runner, instance, "schedule", "2020-01", "--at", "2030-01-07T09:00Z")
     cli(runner, instance, "schedule", "cancel", "--issue", "2020-01")
+    with database(instance) as db, Session(db) as session:
+        assert set(session.exec(select(Delivery.skip_reason)).all()) == {"plan_cancelled"}
+        # The reply is for people and may be reworded: what is taken back is read elsewhere.
+        session.execute(update(Delivery).values(reply="Versand abgesagt"))
+        session.commit()
     [digest] = json.loads(cli(runner, instance, "digest", "schedule", "--cron", "0 9 * * MON",
                               "--json"))  # fmt: skip
     asyncio.run(_run_digest_and_send(instance, digest["id"], ""))

@@ -311,6 +311,10 @@ def test_a_cancelled_campaigns_rows_are_not_taken_back(
     with _database(instance) as db, Session(db) as session:
         reasons = set(session.exec(select(Delivery.skip_reason)).all())
     assert reasons == {"campaign_cancelled"}
+    report = _json(runner, instance, "campaign", "report", str(plan["campaign"]))
+    assert {(r["state"], r["skip_reason"]) for r in report["recipients"]} == {
+        ("skipped", "campaign_cancelled")
+    }
     report = _json(
         runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-port",
         str(smtp_server.port),

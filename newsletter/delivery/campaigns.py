@@ -350,6 +350,7 @@ class LedgerRow:
     reply: str
     sent_at: dt.datetime | None
     message_id: str
+    skip_reason: str = ""  # with state `skipped`: why, as `SkipReason` names it
 
 
 def ledger(session: Session, campaign_id: int) -> list[LedgerRow]:
@@ -361,7 +362,16 @@ def ledger(session: Session, campaign_id: int) -> list[LedgerRow]:
         .order_by(col(Subscriber.embassy_code), col(Subscriber.email))
     ).all()
     return [
-        LedgerRow(email, embassy, str(d.state), d.attempts, d.reply, d.sent_at, d.message_id)
+        LedgerRow(
+            email,
+            embassy,
+            str(d.state),
+            d.attempts,
+            d.reply,
+            d.sent_at,
+            d.message_id,
+            str(d.skip_reason or ""),
+        )
         for email, embassy, d in rows
     ]
 
