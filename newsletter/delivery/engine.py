@@ -179,6 +179,7 @@ class SendEngine:
         self.held: set[int] = set()
         self._held_lock = threading.Lock()  # the loop, the ledger thread and renewals share it
         self.lost = 0
+        self._noted = False  # the campaign carries a reason this engine may clear (a back-off)
         # Permanent refusals that stand only once the relay accepts someone (see relay_watch).
         self.suspects: list[tuple[Job, Reply, dt.datetime]] = []
         self._bounces: list[tuple[int, str]] = []  # (subscriber, reply) to mark at the next write
@@ -233,6 +234,7 @@ class SendEngine:
         campaign = session.get(Campaign, campaign_id)
         # A scheduled campaign comes here once a row's window opened (see campaigns_with_work).
         idle = (CampaignState.READY, CampaignState.SCHEDULED)
+        self._noted = bool(campaign is not None and campaign.reason)
         if campaign is not None and campaign.state in idle:
             move(campaign, CampaignState.SENDING, reason=campaign.reason, now=now)
             session.add(campaign)
@@ -507,15 +509,22 @@ class SendEngine:
             for subscriber_id, detail in bounces:
                 # Through the lifecycle: someone who left on their own is never made bounced.
                 record_smtp_bounce(session, subscriber_id, detail, now=now)
-            campaign = session.get(Campaign, campaign_id)
+            backing_off = bool(self.halted and self.backing_off is not None)
+            over = self._noted and any(o.state == DeliveryState.SENT for o in outcomes)
+            # The campaign row is read only when there is something to say on it: a window
+            # write runs hundreds of times a second.
+            campaign = (
+                session.get(Campaign, campaign_id) if self.paused or backing_off or over else None
+            )
             if campaign is not None and campaign.state == CampaignState.SENDING:
                 if self.paused:
                     move(campaign, CampaignState.PAUSED, reason=self.paused, now=now)
-                elif self.halted and self.backing_off is not None:
+                elif backing_off and self.backing_off is not None:
                     ledger.postpone(session, campaign_id, self.backing_off, now)
-                    campaign.reason = self.halted
-                elif campaign.reason and any(o.state == DeliveryState.SENT for o in outcomes):
-                    campaign.reason = ""  # a back-off is over: the server accepts mail again
+                    campaign.reason, self._noted = self.halted, True
+                elif over:
+                    # A back-off is over: the server accepts mail again.
+                    campaign.reason, self._noted = "", False
                 session.add(campaign)
             session.commit()
         self._bounces = self._bounces[len(bounces) :]
