@@ -18,16 +18,16 @@ from newsletter.db import database_problem, describe, is_sqlite
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.locks import SenderBusyError, SenderLock
 from newsletter.delivery.transports import Transport
-from newsletter.delivery.worker import (
+from newsletter.digests import record_received
+from newsletter.models import utcnow
+from newsletter.scheduler_lock import SchedulerLock
+from newsletter.services.worker import (
     Backoff,
     Worker,
     one_line,
     one_line_database_faults,
     wait_or_stop,
 )
-from newsletter.digests import record_received
-from newsletter.models import utcnow
-from newsletter.scheduler_lock import SchedulerLock
 
 Say = Callable[[str], None]
 

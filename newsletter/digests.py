@@ -15,6 +15,7 @@ from newsletter import directory
 from newsletter.content.model import Item
 from newsletter.delivery.campaigns import open_campaign, taken_back
 from newsletter.errors import NewsletterError, NotFoundError
+from newsletter.interests import sectors_of
 from newsletter.models import (
     Campaign,
     CampaignState,
@@ -33,7 +34,6 @@ from newsletter.models import (
     SubscriberStatus,
 )
 from newsletter.states import RESCHEDULABLE, move
-from newsletter.subscriptions.store import sectors_of
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef
 

@@ -18,9 +18,9 @@ from newsletter import scheduler as jobs
 from newsletter.cli import app
 from newsletter.daemon import Daemon
 from newsletter.delivery.sink import LoopbackController
-from newsletter.delivery.worker import Worker
 from newsletter.digests import owes_issue
 from newsletter.models import Delivery, DigestRun, ReceivedItem
+from newsletter.services.worker import Worker
 from tests.conftest import Instance, cli, database, fails, load_sample
 
 SAMPLE = Path(__file__).parent.parent / "newsletter" / "content" / "samples" / "2020-01.yaml"

@@ -14,7 +14,7 @@ from newsletter.subscriptions import lifecycle, store
 from newsletter.subscriptions.lifecycle import Actor, TransitionError
 from newsletter.subscriptions.lists import ListRow
 from newsletter.subscriptions.ratelimit import RateLimiter, client_key
-from newsletter.subscriptions.tokens import (
+from newsletter.tokens import (
     CONFIRM_LIFETIME,
     InvalidToken,
     Purpose,

@@ -37,10 +37,10 @@ from newsletter.delivery.campaigns import (
     summarise,
 )
 from newsletter.delivery.engine import SendReport
-from newsletter.delivery.worker import Worker, one_line_database_faults
 from newsletter.models import utcnow
 from newsletter.plans import cancel_plan, planned_ids
 from newsletter.scheduler import plan_job_id, remove_jobs
+from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
 
 campaign_app = group("campaign", "Follow and control campaigns.")

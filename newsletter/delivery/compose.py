@@ -22,9 +22,9 @@ from newsletter.render.digest import (
     recipient_values,
     render_digest,
 )
-from newsletter.subscriptions.tokens import Purpose, make_token
 from newsletter.tailor import Audience, Selection, profile_key, select_items
 from newsletter.taxonomy import EmbassyDef, SectorDef
+from newsletter.tokens import Purpose, make_token
 
 
 @dataclass(frozen=True)

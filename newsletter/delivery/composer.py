@@ -48,10 +48,10 @@ from newsletter.delivery.compose import (
 from newsletter.delivery.ledger import Claimed
 from newsletter.delivery.message import DkimKey
 from newsletter.errors import DeliveryError, NewsletterError
+from newsletter.interests import sectors_of
 from newsletter.models import Campaign, CampaignState, Subscriber, SubscriberStatus
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.environment import make_environment, templates_root
-from newsletter.subscriptions.store import sectors_of
 from newsletter.taxonomy import EmbassyDef, SectorDef
 
 T = TypeVar("T")

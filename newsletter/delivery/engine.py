@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -44,9 +45,22 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.states import SENDABLE, move
-from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 Progress = Callable[[int], None]
+
+
+class BounceRecorder(Protocol):
+    """Marks a subscriber bounced after a 5.1.x refusal, in the engine's transaction (no commit).
+
+    Passed in by the service that runs the engine: who may become bounced is the lifecycle's
+    rule (never someone who left on their own), which lives above delivery.
+    """
+
+    def __call__(
+        self, session: Session, subscriber_id: int, detail: str, *, now: dt.datetime
+    ) -> bool: ...
+
+
 log = logging.getLogger(__name__)
 # A helper process composes when a campaign has more rows waiting than this (and than two
 # batches): its start-up (imports, templates, a connection) costs about as much as sending
@@ -147,6 +161,7 @@ class SendEngine:
         context: IssueContext,
         transport: Transport,
         delivery: DeliverySettings,
+        bounced: BounceRecorder,
         clock: Callable[[], dt.datetime] = utcnow,
         rng: random.Random | None = None,
         progress: Progress | None = None,
@@ -157,6 +172,7 @@ class SendEngine:
         settings = delivery
         self.db = db
         self.ctx = context
+        self.bounced = bounced
         self.transport = transport
         self.lease = dt.timedelta(seconds=settings.lease_seconds)
         self.batch_size = _claim_limit(settings, max(1, transport.max_connections))
@@ -508,7 +524,7 @@ class SendEngine:
             bounces = self._bounces
             for subscriber_id, detail in bounces:
                 # Through the lifecycle: someone who left on their own is never made bounced.
-                record_smtp_bounce(session, subscriber_id, detail, now=now)
+                self.bounced(session, subscriber_id, detail, now=now)
             backing_off = bool(self.halted and self.backing_off is not None)
             over = self._noted and any(o.state == DeliveryState.SENT for o in outcomes)
             # The campaign row is read only when there is something to say on it: a window

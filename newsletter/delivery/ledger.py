@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, CursorResult, Table, bindparam, func, or_,
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from newsletter.interests import sectors_of
 from newsletter.models import (
     Campaign,
     CampaignState,
@@ -23,7 +24,6 @@ from newsletter.models import (
     Subscriber,
 )
 from newsletter.states import HELD, SKIP_REPLY, WAITING
-from newsletter.subscriptions.store import sectors_of
 
 # The plain table: executemany UPDATEs by bound id, without the ORM's per-row bookkeeping.
 TABLE = cast(Table, Delivery.__table__)  # type: ignore[attr-defined]  # SQLModel sets it at class creation

@@ -19,7 +19,7 @@ from typing import TypedDict, Unpack
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import runtime
+from newsletter import interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import DeliverySettings, Settings
 from newsletter.delivery.campaigns import counts, open_campaign, prepare_send
@@ -33,6 +33,7 @@ from newsletter.models import DeliveryState, utcnow
 from newsletter.services.signals import run_until_signal
 from newsletter.services.units import database
 from newsletter.subscriptions import store
+from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
@@ -115,7 +116,7 @@ def send_campaign_rows(
         sender = SendEngine(
             db=engine, context=context,
             transport=_transport(settings, options.get("transport"), options.get("outbox")),
-            delivery=options.get("delivery") or settings.delivery,
+            delivery=options.get("delivery") or settings.delivery, bounced=record_smtp_bounce,
             clock=options.get("clock", utcnow), rng=options.get("rng"),
             progress=options.get("progress"), stop=options.get("stop"),
             worker=options.get("worker"), helper=options.get("helper"),
@@ -192,7 +193,7 @@ def _recipient(session: Session, email: str, scope: Scope) -> RecipientData:
     return RecipientData(
         subscriber_id=subscriber.id, email=subscriber.email, name=subscriber.name,
         language=subscriber.language, embassy=subscriber.embassy_code,
-        sectors=store.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
+        sectors=interests.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
         token_key=subscriber.token_key,
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import addresses, directory, runtime
+from newsletter import addresses, directory, interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
 from newsletter.errors import ListImportError, NewsletterError, NotFoundError
@@ -129,7 +129,7 @@ def _details(session: Session, subscriber: Subscriber, *, history: bool) -> Subs
     return SubscriberDetails(
         id=subscriber.id, email=subscriber.email, name=subscriber.name, title=subscriber.title,
         embassy=subscriber.embassy_code,
-        sectors=store.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
+        sectors=interests.sectors_of(session, [subscriber.id]).get(subscriber.id, ()),
         language=subscriber.language, status=str(subscriber.status),
         consent_source=subscriber.consent_source, created_at=subscriber.created_at,
         confirmed_at=subscriber.confirmed_at, status_changed_at=subscriber.status_changed_at,
@@ -251,7 +251,7 @@ def edit_subscriber(
     with unit_of_work(settings, db) as session:
         subscriber = _find(session, email, scope)
         assert subscriber.id is not None
-        current = store.sectors_of(session, [subscriber.id]).get(subscriber.id, ())
+        current = interests.sectors_of(session, [subscriber.id]).get(subscriber.id, ())
         store.validate_refs(session, mission or subscriber.embassy_code, sectors or ())
         wanted_sectors = current
         if sectors is not None:  # in the taxonomy's order, as `sectors_of` reads them back

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from newsletter import interests
 from newsletter.actors import Actor
 from newsletter.errors import ListImportError
 from newsletter.models import Subscriber, SubscriberStatus
@@ -63,7 +64,7 @@ def handover(
     problem = check_text(name.strip(), "name")
     if problem:
         raise HandoverError(f"--name: {problem}")
-    sectors = store.sectors_of(session, [old.id]).get(old.id, ())
+    sectors = interests.sectors_of(session, [old.id]).get(old.id, ())
     row = ListRow(
         address, name.strip(), old.title, old.embassy_code, sectors, old.language, "handover", 0
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
+from newsletter import interests
 from newsletter.actors import Actor as Actor  # re-exported: callers name it from here
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber, SubscriberStatus
@@ -15,7 +16,7 @@ from newsletter.states import ALLOWED as ALLOWED  # re-exported: the table lives
 from newsletter.states import BOUNCEABLE as BOUNCEABLE
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lists import LANGUAGES
-from newsletter.subscriptions.tokens import Claim, InvalidToken, Purpose, read_claim
+from newsletter.tokens import Claim, InvalidToken, Purpose, read_claim
 
 S = SubscriberStatus
 _MAX_REASON = 500
@@ -180,7 +181,7 @@ def update_preferences(
         raise PreferencesError(f"not offered: {', '.join(unknown) or language}")
     assert subscriber.id is not None
     codes = tuple(code for code in offered if code in sectors)
-    current = store.sectors_of(session, [subscriber.id]).get(subscriber.id, ())
+    current = interests.sectors_of(session, [subscriber.id]).get(subscriber.id, ())
     if set(current) == set(codes) and subscriber.language == language:
         return False
     store.set_sectors(session, subscriber.id, codes)

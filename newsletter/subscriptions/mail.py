@@ -23,7 +23,7 @@ from newsletter.delivery.replies import Reply
 from newsletter.delivery.transports import Outgoing, Transport
 from newsletter.render.environment import render_template
 from newsletter.subscriptions.signup import MailKind, MailRequest
-from newsletter.subscriptions.tokens import CONFIRM_LIFETIME, confirm_token
+from newsletter.tokens import CONFIRM_LIFETIME, confirm_token
 
 TEMPLATES = ("subscription.subject.j2", "subscription.txt.j2", "subscription.html.j2")
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
 
 from newsletter.errors import ConfigError, ListImportError, NotFoundError
+from newsletter.interests import sectors_of
 from newsletter.models import (
     AuditEvent,
     Embassy,
@@ -103,22 +103,6 @@ def set_sectors(session: Session, subscriber_id: int, codes: Sequence[str]) -> N
     for code in codes:
         if code not in have:
             session.add(SubscriberSector(subscriber_id=subscriber_id, sector_code=code))
-
-
-def sectors_of(session: Session, subscriber_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
-    ids = list(subscriber_ids)
-    out: dict[int, list[str]] = defaultdict(list)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = session.exec(
-            select(SubscriberSector.subscriber_id, SubscriberSector.sector_code)
-            .join(Sector, col(Sector.code) == col(SubscriberSector.sector_code))
-            .where(col(SubscriberSector.subscriber_id).in_(chunk))
-            .order_by(col(Sector.position))
-        ).all()
-        for subscriber_id, code in rows:
-            out[subscriber_id].append(code)
-    return {k: tuple(v) for k, v in out.items()}
 
 
 def by_address(session: Session, address: str) -> Subscriber | None:

@@ -19,7 +19,7 @@ from newsletter.errors import NotFoundError
 from newsletter.models import utcnow
 from newsletter.render.environment import make_environment
 from newsletter.subscriptions.lifecycle import PreferencesError
-from newsletter.subscriptions.tokens import InvalidToken
+from newsletter.tokens import InvalidToken
 from newsletter.web import archive, links, subscribe
 from newsletter.web.context import WebContext, page, web_context
 from newsletter.web.limits import WebLimits

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter import directory
+from newsletter import directory, interests
 from newsletter.delivery.compose import recipient_links
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import lifecycle, store, suppression
 from newsletter.subscriptions.lifecycle import Actor
-from newsletter.subscriptions.tokens import Purpose
+from newsletter.tokens import Purpose
 from newsletter.web.context import Db, Web, WebContext, page
 
 router = APIRouter()
@@ -100,7 +100,7 @@ def _preferences_page(
     if subscriber.status in store.DEPARTED or suppression.is_erased(subscriber):
         return page(web, request, "preferences.html.j2", departed=True, saved=False)
     assert subscriber.id is not None
-    chosen = store.sectors_of(db, [subscriber.id]).get(subscriber.id, ())
+    chosen = interests.sectors_of(db, [subscriber.id]).get(subscriber.id, ())
     return page(
         web, request, "preferences.html.j2", form="preferences", departed=False, saved=saved,
         sectors=list(directory.sectors(db).values()), chosen=chosen,

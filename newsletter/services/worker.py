@@ -25,6 +25,7 @@ from newsletter.delivery.transports import Transport
 from newsletter.errors import NewsletterError
 from newsletter.models import Campaign, CampaignState, Delivery, IssueRecord, utcnow
 from newsletter.states import LIVE, WAITING, can_move, move
+from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 Say = Callable[[str], None]
 
@@ -190,7 +191,8 @@ class Worker:
             try:
                 engine = SendEngine(
                     db=self.db, context=self._context(slug), transport=self.transport,
-                    delivery=self.settings.delivery, stop=self.stop, worker=self.name,
+                    delivery=self.settings.delivery, bounced=record_smtp_bounce, stop=self.stop,
+                    worker=self.name,
                 )  # fmt: skip
                 report = await engine.run(campaign_id)
             except Exception as exc:
