@@ -14,7 +14,6 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Session
 
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -168,10 +167,6 @@ def database_problem(error: BaseException) -> str | None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
-
-
-def session(engine: Engine) -> Session:
-    return Session(engine, expire_on_commit=False)
 
 
 def _alembic_config() -> Config:

@@ -1,4 +1,4 @@
-"""Which items a subscriber gets and why (DESIGN section 6): pure functions over plain data."""
+"""Which items a subscriber gets and why: pure functions over plain data."""
 
 from __future__ import annotations
 

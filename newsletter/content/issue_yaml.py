@@ -1,4 +1,4 @@
-"""Load and dump the YAML issue file (DESIGN section 4); errors name the file, line and field."""
+"""Load and dump the YAML issue file; errors name the file, line and field."""
 
 from __future__ import annotations
 

@@ -84,9 +84,3 @@ class Issue:
 
     def items_in(self, section: str) -> tuple[Item, ...]:
         return tuple(item for item in self.items if item.section == section)
-
-    def item(self, item_id: str) -> Item:
-        for item in self.items:
-            if item.id == item_id:
-                return item
-        raise KeyError(item_id)

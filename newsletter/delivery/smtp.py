@@ -1,6 +1,6 @@
 """The SMTP transport: the standard `smtplib`, one worker thread per pooled connection.
 
-Measured here (bench/send.py and DESIGN section 2), smtplib spends about half of aiosmtplib's CPU
+Measured here (bench/send.py, see bench/RESULTS.md), smtplib spends about half of aiosmtplib's CPU
 per message: aiosmtplib re-normalises every line ending of every message in Python regexes. The
 engine stays asyncio; each connection's blocking calls run on its own thread, and socket I/O
 releases the GIL, so connections overlap. When the server offers PIPELINING (Postfix does), a

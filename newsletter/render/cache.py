@@ -50,11 +50,6 @@ class BoundedCache(Generic[V]):
                     self._locks.pop(dropped, None)
         return value
 
-    def clear(self) -> None:
-        with self._guard:
-            self._values.clear()
-            self._locks.clear()
-
 
 class ProfileCache(BoundedCache[RenderedDigest]):
     """Rendered digests by profile key."""
