@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg
 import pytest
@@ -21,9 +22,13 @@ from typer.testing import CliRunner, Result
 from newsletter.config import Settings, load_settings, sample_config
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
+from newsletter.delivery.engine import SendReport
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.directory import bundled_data_dir
 from newsletter.models import Delivery, Subscriber, utcnow
+from newsletter.render.environment import default_templates_dir
+from newsletter.services import sending
+from newsletter.services.actors import Actor
 
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -160,6 +165,38 @@ def instance(tmp_path: Path, db_url: str, runner: CliRunner) -> Instance:
     result = runner.invoke(app, ["--config", str(made.config), "init"])
     assert result.exit_code == 0, result.output
     return made
+
+
+def broken_templates(tmp_path: Path) -> Path:
+    """A copy of the templates whose digest template cannot compile: every profile fails to
+    render, whoever it is for (the issue's fault, not one recipient's)."""
+    templates = tmp_path / "templates"
+    shutil.copytree(default_templates_dir(), templates)
+    (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
+    return templates
+
+
+class Clock:
+    """A clock the test moves by hand: due times, leases and back-offs without waiting."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def send_sample(
+    settings: Settings, *, prepare: bool = True, **options: Unpack[sending.EngineOptions]
+) -> SendReport:
+    """The sample issue sent as `newsletter send` does (`prepare=False`: the engine alone, as a
+    worker runs it on a prepared campaign)."""
+    if prepare:
+        return sending.send_issue(settings, "2020-01", actor=Actor.cli(), **options)
+    return sending.send_campaign_rows(settings, "2020-01", **options)
 
 
 def ledger_by_email(settings: Settings) -> dict[str, Delivery]:

@@ -16,10 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from newsletter.addresses import AddressError, needs_smtputf8, normalise, wire
-from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.message import Envelope, build_message, serialise
@@ -29,7 +28,7 @@ from newsletter.errors import NewsletterError
 from newsletter.models import DeliveryState, Subscriber
 from newsletter.render.digest import Recipient, RenderedDigest, recipient_values
 from newsletter.web import create_app
-from tests.conftest import Instance, ledger_by_email
+from tests.conftest import Instance, cli, invoke, ledger_by_email
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # see tests/test_web.py
@@ -175,16 +174,6 @@ def test_confirmation_mail_headers_to_idn_addresses() -> None:
 # --- Entry points -------------------------------------------------------------------------------
 
 
-def _run(runner: CliRunner, instance: Instance, *args: str) -> Result:
-    return runner.invoke(app, ["--config", str(instance.config), *args])
-
-
-def _ok(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = _run(runner, instance, *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def _emails(instance: Instance) -> set[str]:
     engine = make_engine(instance.settings.resolved_database_url)
     with Session(engine) as session:
@@ -196,7 +185,7 @@ def _emails(instance: Instance) -> set[str]:
 def test_add_and_handover_store_one_form_and_refuse_bad_addresses(
     runner: CliRunner, instance: Instance
 ) -> None:
-    _ok(
+    cli(
         runner,
         instance,
         "subscribers",
@@ -206,18 +195,18 @@ def test_add_and_handover_store_one_form_and_refuse_bad_addresses(
         "de-berlin",
     )
     assert _emails(instance) == {IDN}
-    again = _run(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin")
+    again = invoke(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin")
     assert again.exit_code == 1 and "already subscribed" in again.stderr
-    shown = json.loads(_ok(runner, instance, "subscribers", "show", IDN_ASCII, "--json"))
+    shown = json.loads(cli(runner, instance, "subscribers", "show", IDN_ASCII, "--json"))
     assert shown["email"] == IDN
 
-    bad = _run(runner, instance, "subscribers", "add", "kjc@-使馆.中国", "--embassy", "de-berlin")
+    bad = invoke(runner, instance, "subscribers", "add", "kjc@-使馆.中国", "--embassy", "de-berlin")
     assert bad.exit_code == 1
     [line] = bad.stderr.strip().splitlines()
     assert "'kjc@-使馆.中国' is not a valid email address" in line and "hyphen" in line
 
-    _ok(runner, instance, "subscribers", "handover", IDN, UTF8_LOCAL, "--no-mail")
-    refused = _run(runner, instance, "subscribers", "handover", UTF8_LOCAL, "x@例子", "--no-mail")
+    cli(runner, instance, "subscribers", "handover", IDN, UTF8_LOCAL, "--no-mail")
+    refused = invoke(runner, instance, "subscribers", "handover", UTF8_LOCAL, "x@例子", "--no-mail")
     assert refused.exit_code == 1 and "'x@例子'" in refused.stderr
     assert _emails(instance) == {IDN, UTF8_LOCAL}
 
@@ -227,7 +216,7 @@ def test_import_takes_idn_addresses_and_refuses_a_doubled_column(
 ) -> None:
     doubled = tmp_path / "fr-paris.csv"
     doubled.write_text("email,name,email\na@example.org,A,b@example.org\n", encoding="utf-8")
-    result = _run(runner, instance, "subscribers", "import", str(doubled))
+    result = invoke(runner, instance, "subscribers", "import", str(doubled))
     assert result.exit_code == 1
     assert f"{doubled}:1: email: column 'email' appears twice in the header" in result.stderr
     assert _emails(instance) == set()
@@ -236,11 +225,11 @@ def test_import_takes_idn_addresses_and_refuses_a_doubled_column(
     listed.write_text(
         f"email,name\n{IDN},甲\nWANG@XN--FSQU00A.XN--4RR70V,乙\n{UTF8_LOCAL},丙\n", encoding="utf-8"
     )
-    _ok(runner, instance, "subscribers", "import", str(listed))
+    cli(runner, instance, "subscribers", "import", str(listed))
     assert _emails(instance) == {IDN, "wang@例子.广告", UTF8_LOCAL}
     # The same people spelt the other way are the same rows.
     listed.write_text(f"email,name\n{IDN_ASCII},甲\nwang@例子.广告,乙\n", encoding="utf-8")
-    out = json.loads(_ok(runner, instance, "subscribers", "import", str(listed), "--json"))
+    out = json.loads(cli(runner, instance, "subscribers", "import", str(listed), "--json"))
     assert out["added"] == 0 and len(_emails(instance)) == 3
 
 
@@ -283,7 +272,7 @@ def test_the_subscribe_form_takes_idn_addresses_and_mails_their_wire_form(
 
 
 def _people(runner: CliRunner, instance: Instance, count: int) -> list[str]:
-    _ok(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     people = [f"reader{i:03d}@example.org" for i in range(count)]
     lists = instance.dir / "lists"
     lists.mkdir()
@@ -292,12 +281,12 @@ def _people(runner: CliRunner, instance: Instance, count: int) -> list[str]:
         + "".join(f"{p},读者{i},{'ai' if i % 2 else ''}\n" for i, p in enumerate(people)),
         encoding="utf-8",
     )
-    _ok(runner, instance, "subscribers", "import", str(lists))
+    cli(runner, instance, "subscribers", "import", str(lists))
     return people
 
 
 def _send(runner: CliRunner, instance: Instance, server: LoopbackController) -> dict[str, object]:
-    out = _ok(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host", "127.0.0.1",
+    out = cli(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host", "127.0.0.1",
               "--smtp-port", str(server.port), "--json")  # fmt: skip
     return dict(json.loads(out))
 
@@ -306,7 +295,7 @@ def test_one_idn_address_among_300_is_delivered_with_the_rest(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController
 ) -> None:
     people = _people(runner, instance, 300)
-    _ok(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin", "--name", "参赞")
+    cli(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin", "--name", "参赞")
     report = _send(runner, instance, smtp_server)
     received = smtp_server.handler.received
     assert Counter(r.rcpt for r in received) == Counter([*people, IDN_ASCII])
@@ -316,7 +305,7 @@ def test_one_idn_address_among_300_is_delivered_with_the_rest(
     assert [a.addr_spec for a in mine.parsed()["To"].addresses] == [IDN_ASCII]
     rows = ledger_by_email(instance.settings)
     assert {r.state for r in rows.values()} == {DeliveryState.SENT} and len(rows) == 301
-    campaigns = json.loads(_ok(runner, instance, "campaign", "list", "--json"))
+    campaigns = json.loads(cli(runner, instance, "campaign", "list", "--json"))
     assert campaigns[0]["state"] == "finished"
 
 
@@ -324,8 +313,8 @@ def test_a_utf8_local_part_to_a_server_without_smtputf8_fails_alone(
     runner: CliRunner, instance: Instance
 ) -> None:
     people = _people(runner, instance, 20)
-    _ok(runner, instance, "subscribers", "add", UTF8_LOCAL, "--embassy", "de-berlin")
-    _ok(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", UTF8_LOCAL, "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", IDN, "--embassy", "de-berlin")
     plain = start_sink(RecordingHandler(), smtputf8=False)
     try:
         report = _send(runner, instance, plain)
@@ -343,7 +332,7 @@ def test_a_utf8_local_part_goes_with_smtputf8_when_offered(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController
 ) -> None:
     people = _people(runner, instance, 5)
-    _ok(
+    cli(
         runner, instance, "subscribers", "add", UTF8_LOCAL, "--embassy", "de-berlin", "--name", "丙"
     )
     report = _send(runner, instance, smtp_server)

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner, Result
 
-from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.bounces import (
@@ -44,7 +43,7 @@ from newsletter.models import (
 from newsletter.subscriptions import store
 from newsletter.subscriptions.bounce_policy import Outcome, apply_reports, record_smtp_bounce
 from newsletter.subscriptions.lifecycle import ALLOWED
-from tests.conftest import Instance
+from tests.conftest import Instance, cli, invoke
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 DOMAIN = "newsletter.example.org"
@@ -326,23 +325,13 @@ def test_the_original_is_named_by_returned_headers_whole_message_or_original_mes
 # --- ingest through the CLI, SQLite and PostgreSQL ----------------------------------------------
 
 
-def _run(runner: CliRunner, instance: Instance, *args: str) -> Result:
-    return runner.invoke(app, ["--config", str(instance.config), *args])
-
-
-def _cli(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = _run(runner, instance, *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def _ingest(runner: CliRunner, instance: Instance, *args: str) -> dict[str, Any]:
-    return dict(json.loads(_cli(runner, instance, "bounces", "ingest", *args, "--json")))
+    return dict(json.loads(cli(runner, instance, "bounces", "ingest", *args, "--json")))
 
 
 def _add(runner: CliRunner, instance: Instance, *emails: str) -> None:
     for address in emails:
-        _cli(runner, instance, "subscribers", "add", address, "--embassy", "de-berlin")
+        cli(runner, instance, "subscribers", "add", address, "--embassy", "de-berlin")
 
 
 @contextmanager
@@ -508,7 +497,7 @@ def test_a_forged_dsn_naming_a_diplomat_changes_nobody_and_is_reported(
         ZHANG, "not-ours", "no message of ours",
     )  # fmt: skip
 
-    result = _run(runner, instance, "bounces", "ingest", path)
+    result = invoke(runner, instance, "bounces", "ingest", path)
     assert result.exit_code == 0, result.output
     assert f"not-ours {ZHANG} hard 5.1.1" in result.stderr
     assert "no message of ours" in result.stderr and ", 1 not ours," in result.stderr
@@ -518,9 +507,9 @@ def test_a_genuine_dsn_returning_our_message_bounces_its_recipient_and_nobody_el
     runner: CliRunner, instance: Instance, tmp_path: Path, smtp_server: LoopbackController
 ) -> None:
     _add(runner, instance, *SUBSCRIBERS)
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
-    _cli(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host", "127.0.0.1",
-         "--smtp-port", str(smtp_server.port))  # fmt: skip
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host", "127.0.0.1",
+        "--smtp-port", str(smtp_server.port))  # fmt: skip
     # What the relay received is what it returns.
     received = {
         r.rcpt: r.data.replace(b"\r\n", b"\n").decode() for r in smtp_server.handler.received
@@ -564,7 +553,7 @@ def test_one_crafted_message_in_an_mbox_never_stops_the_genuine_reports(
         [(folder / "postfix-5.1.1.eml").read_bytes(), _crafted(2000),
          (folder / "exchange-5.1.10.eml").read_bytes()],
     )  # fmt: skip
-    result = _run(runner, instance, "bounces", "ingest", str(mbox))
+    result = invoke(runner, instance, "bounces", "ingest", str(mbox))
     assert result.exit_code == 0, result.output
     assert result.exception is None and "Traceback" not in result.output
     assert f"unreadable {mbox}#2: more than 100 multipart or message parts" in result.stderr
@@ -646,7 +635,7 @@ def test_soft_bounces_disable_only_at_the_threshold_within_the_window(
     assert len([e for e in _events(instance, CHEN) if e.action == "soft-bounce"]) == 4
 
     # Staff re-activate the address: the count starts again from that change.
-    _cli(runner, instance, "bounces", "undo", CHEN, "--reason", "mailbox emptied")
+    cli(runner, instance, "bounces", "undo", CHEN, "--reason", "mailbox emptied")
     assert _status(instance, CHEN) == "active"
     fifth = _write(tmp_path, "5.eml", _soft_report(5, day + dt.timedelta(days=29), sent[10]))
     assert _ingest(runner, instance, fifth)["counted"] == 1
@@ -710,7 +699,7 @@ def test_an_unsubscribed_complained_or_erased_person_is_never_made_bounced(
     with _session(instance) as session:
         zhao = store.find(session, ZHAO).id or 0
         ids = {a: store.find(session, a).id or 0 for a in (ZHANG, LI, CHEN)}
-    _cli(runner, instance, "subscribers", "remove", ZHAO, "--yes")
+    cli(runner, instance, "subscribers", "remove", ZHAO, "--yes")
     names = ["postfix-5.1.1.eml", "exchange-5.1.10.eml", "postfix-5.2.1-full-message.eml"]
 
     # By a report of our own mail ...
@@ -767,7 +756,7 @@ def test_summary_line_and_unreadable_path(
     runner: CliRunner, instance: Instance, tmp_path: Path
 ) -> None:
     folder = _sample(runner, instance, tmp_path)
-    result = _run(runner, instance, "bounces", "ingest", str(folder))
+    result = invoke(runner, instance, "bounces", "ingest", str(folder))
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[-1] == (
         "7 messages, 4 hard, 1 soft, 3 disabled, 1 counted, 0 already, 0 unknown, 1 not ours, "
@@ -780,7 +769,7 @@ def test_summary_line_and_unreadable_path(
     )
 
     missing = tmp_path / "no-such-mbox"
-    result = _run(runner, instance, "bounces", "ingest", str(folder), str(missing))
+    result = invoke(runner, instance, "bounces", "ingest", str(folder), str(missing))
     assert result.exit_code == 1
     assert result.stderr == f"error: cannot read {missing}: No such file or directory\n"
 
@@ -789,7 +778,7 @@ def test_summary_line_and_unreadable_path(
 
 
 def _undo(runner: CliRunner, instance: Instance, *args: str) -> Result:
-    return _run(runner, instance, "bounces", "undo", *args)
+    return invoke(runner, instance, "bounces", "undo", *args)
 
 
 def _smtp_bounce(instance: Instance, address: str, detail: str, when: dt.datetime) -> None:
@@ -821,7 +810,7 @@ def test_staff_undo_a_relays_blanket_bounce_and_the_audit_says_who_why_when(
     args = ("--all-since", since, "--matching", "local recipient table", "--reason",
             "relay misconfigured, ticket 4711", "--by", "wang.admin")  # fmt: skip
 
-    dry = json.loads(_cli(runner, instance, "bounces", "undo", *args, "--dry-run", "--json"))
+    dry = json.loads(cli(runner, instance, "bounces", "undo", *args, "--dry-run", "--json"))
     assert (dry["dry_run"], dry["unbounced"], dry["refused"]) == (True, 2, 0)
     assert _status(instance, ZHANG) == "bounced"
 
@@ -831,7 +820,7 @@ def test_staff_undo_a_relays_blanket_bounce_and_the_audit_says_who_why_when(
     assert result.stderr.splitlines()[-1] == "2 un-bounced, 0 refused"
     assert [_status(instance, a) for a in SUBSCRIBERS] == ["active", "active", "bounced", "bounced"]
 
-    shown = json.loads(_cli(runner, instance, "subscribers", "show", ZHANG, "--json"))
+    shown = json.loads(cli(runner, instance, "subscribers", "show", ZHANG, "--json"))
     assert shown["status"] == "active"
     bounce, undo = shown["history"][-2:]
     assert (bounce["new_status"], bounce["actor"], bounce["via"]) == ("bounced", "smtp", "bounce")
@@ -842,9 +831,9 @@ def test_staff_undo_a_relays_blanket_bounce_and_the_audit_says_who_why_when(
     assert now - dt.timedelta(minutes=5) <= dt.datetime.fromisoformat(undo["at"]) <= utcnow()
 
     # Without --matching, everyone bounced since then; by name, any bounced subscriber.
-    _cli(runner, instance, "bounces", "undo", "--all-since", since, "--reason", "relay fault")
+    cli(runner, instance, "bounces", "undo", "--all-since", since, "--reason", "relay fault")
     assert _status(instance, CHEN) == "active" and _status(instance, ZHAO) == "bounced"
-    _cli(runner, instance, "bounces", "undo", ZHAO, "--reason", "new mailbox, confirmed by phone")
+    cli(runner, instance, "bounces", "undo", ZHAO, "--reason", "new mailbox, confirmed by phone")
     assert _status(instance, ZHAO) == "active"
 
 
@@ -853,13 +842,13 @@ def test_only_bounced_people_are_unbounced_never_erased_ones_and_pending_stay_pe
 ) -> None:
     pending = "new.counsellor@mission-berlin.example.org"
     _add(runner, instance, ZHANG, LI, CHEN)
-    _cli(runner, instance, "subscribers", "add", pending, "--embassy", "de-berlin",
-         "--status", "pending")  # fmt: skip
+    cli(runner, instance, "subscribers", "add", pending, "--embassy", "de-berlin",
+        "--status", "pending")  # fmt: skip
     when = utcnow() - dt.timedelta(minutes=10)
     for address in (ZHANG, LI, pending):
         _smtp_bounce(instance, address, RELAY.format(address), when)
     _set_status(instance, CHEN, SubscriberStatus.UNSUBSCRIBED)
-    _cli(runner, instance, "subscribers", "remove", LI, "--yes")  # erased while bounced
+    cli(runner, instance, "subscribers", "remove", LI, "--yes")  # erased while bounced
 
     result = _undo(runner, instance, ZHANG, pending, LI, CHEN, "nobody@example.org",
                    "--reason", "relay fault", "--json")  # fmt: skip
@@ -880,8 +869,8 @@ def test_only_bounced_people_are_unbounced_never_erased_ones_and_pending_stay_pe
     ]
 
     # The erased row stays bounced and anonymous, even for a sweep over the time it bounced.
-    swept = json.loads(_cli(runner, instance, "bounces", "undo", "--all-since",
-                            when.isoformat(), "--reason", "relay fault", "--json"))  # fmt: skip
+    swept = json.loads(cli(runner, instance, "bounces", "undo", "--all-since",
+                           when.isoformat(), "--reason", "relay fault", "--json"))  # fmt: skip
     assert swept["subscribers"] == []
     with _session(instance) as session:
         assert store.by_address(session, LI) is None

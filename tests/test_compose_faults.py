@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import multiprocessing
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from newsletter import runtime
-from newsletter.cli import app
 from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.campaigns import prepare_send
@@ -30,28 +28,21 @@ from newsletter.delivery.composer import (
 from newsletter.delivery.sink import LoopbackController
 from newsletter.issues import get_issue
 from newsletter.models import CampaignState, Delivery, DeliveryState, Subscriber, utcnow
-from newsletter.render.environment import default_templates_dir
-from tests.conftest import Instance, ledger_by_email
+from tests.conftest import Instance, broken_templates, cli, ledger_by_email
 
 # An address an older version stored without checking it (email-validator refuses a label that
 # starts with a hyphen; IDNA cannot encode it): it has no form to send to.
 LEGACY = "kjc@-使馆.中国"
 
 
-def _ok(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = runner.invoke(app, ["--config", str(instance.config), *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def _people(runner: CliRunner, instance: Instance, count: int) -> list[str]:
-    _ok(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     people = [f"reader{i:03d}@example.org" for i in range(count)]
     lists = instance.dir / "lists"
     lists.mkdir()
     rows = "".join(f"{p},读者{i},{'ai' if i % 3 else ''}\n" for i, p in enumerate(people))
     (lists / "fr-paris.csv").write_text("email,name,sectors\n" + rows, encoding="utf-8")
-    _ok(runner, instance, "subscribers", "import", str(lists))
+    cli(runner, instance, "subscribers", "import", str(lists))
     return people
 
 
@@ -71,7 +62,7 @@ def test_a_row_that_cannot_be_composed_fails_alone(
 ) -> None:
     people = _people(runner, instance, 30)
     _store_unchecked(instance.settings, people[7], LEGACY)
-    out = _ok(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host",
+    out = cli(runner, instance, "send", "2020-01", "--transport", "smtp", "--smtp-host",
               "127.0.0.1", "--smtp-port", str(smtp_server.port), "--json")  # fmt: skip
     report = json.loads(out)
     assert report["sent"] == 29 and report["failed"] == 1
@@ -83,7 +74,7 @@ def test_a_row_that_cannot_be_composed_fails_alone(
     assert bad.reply.startswith(f"cannot compose this message: {LEGACY!r} is not a valid email")
     assert "\n" not in bad.reply
     assert {rows[p].state for p in others} == {DeliveryState.SENT}
-    campaigns = json.loads(_ok(runner, instance, "campaign", "list", "--json"))
+    campaigns = json.loads(cli(runner, instance, "campaign", "list", "--json"))
     assert campaigns[0]["state"] == "finished"
 
 
@@ -153,9 +144,7 @@ def test_an_issue_that_cannot_render_is_one_error_and_its_rows_are_released(
     runner: CliRunner, instance: Instance, tmp_path: Path, helper: bool
 ) -> None:
     _people(runner, instance, 9)
-    templates = tmp_path / "templates"
-    shutil.copytree(default_templates_dir(), templates)
-    (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
+    templates = broken_templates(tmp_path)
     settings = instance.settings.overridden({"templates_dir": str(templates)})
     campaign_id = _sending_campaign(settings)
     with pytest.raises(IssueRenderError) as raised:

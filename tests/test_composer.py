@@ -7,7 +7,6 @@ import base64
 import multiprocessing
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from newsletter import runtime
-from newsletter.cli import app
 from newsletter.config import DeliverySettings, Settings, SmtpSettings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.campaigns import prepare_send
@@ -35,22 +33,22 @@ from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
 from newsletter.delivery.transports import CONNECTION_FAULT, Outgoing
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState
-from newsletter.render.environment import TemplateRenderError, default_templates_dir
-from newsletter.services import sending
-from newsletter.services.actors import Actor
-from tests.conftest import Instance, ledger_by_email, make_instance
+from newsletter.render.environment import TemplateRenderError
+from tests.conftest import (
+    Instance,
+    broken_templates,
+    cli,
+    ledger_by_email,
+    make_instance,
+    send_sample,
+)
 
 EMBASSIES = ["de-berlin", "fr-paris", "jp-tokyo"]
 
 
-def _cli(runner: CliRunner, instance: Instance, *args: str) -> None:
-    result = runner.invoke(app, ["--config", str(instance.config), *args])
-    assert result.exit_code == 0, result.output
-
-
 def _load(runner: CliRunner, instance: Instance, count: int) -> list[str]:
     """The sample issue and `count` subscribers over three missions, some with sectors."""
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     lists = instance.dir / "lists"
     lists.mkdir()
     people: list[str] = []
@@ -66,7 +64,7 @@ def _load(runner: CliRunner, instance: Instance, count: int) -> list[str]:
             encoding="utf-8",
         )
         people += rows
-    _cli(runner, instance, "subscribers", "import", str(lists))
+    cli(runner, instance, "subscribers", "import", str(lists))
     return people
 
 
@@ -90,14 +88,9 @@ def _send(
         if stop_after is not None and done["messages"] >= stop_after:
             stop.set()
 
-    delivery = DeliverySettings(batch_size=batch_size)
-    if prepare:
-        return sending.send_issue(
-            settings, "2020-01", actor=Actor.cli(), transport=transport, delivery=delivery,
-            helper=helper, stop=stop, progress=progress, worker=worker,
-        )  # fmt: skip
-    return sending.send_campaign_rows(
-        settings, "2020-01", transport=transport, delivery=delivery, helper=helper, stop=stop,
+    return send_sample(
+        settings, prepare=prepare, transport=transport,
+        delivery=DeliverySettings(batch_size=batch_size), helper=helper, stop=stop,
         progress=progress, worker=worker,
     )  # fmt: skip
 
@@ -199,9 +192,7 @@ def test_a_template_error_in_the_helper_pauses_the_campaign_with_the_reason(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController, tmp_path: Path
 ) -> None:
     _load(runner, instance, 9)
-    templates = tmp_path / "templates"
-    shutil.copytree(default_templates_dir(), templates)
-    (templates / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
+    templates = broken_templates(tmp_path)
     settings = _smtp(instance.settings, smtp_server).overridden({"templates_dir": str(templates)})
     report = _send(settings)
     assert report.state == "paused" and report.sent == report.failed == 0
@@ -269,7 +260,7 @@ def test_kill_9_with_a_helper_then_send_again_reaches_everyone_once(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    _cli(runner, instance, "init")
+    cli(runner, instance, "init")
     people = _load(runner, instance, 60)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER, encoding="utf-8")
@@ -322,7 +313,7 @@ def test_two_senders_with_helpers_share_one_campaign_on_postgresql(
     runner: CliRunner, tmp_path: Path, pg_url: str
 ) -> None:
     instance = make_instance(tmp_path, pg_url)
-    _cli(runner, instance, "init")
+    cli(runner, instance, "init")
     people = _load(runner, instance, 90)
     server = start_sink(RecordingHandler(data_delay=0.005))
     try:

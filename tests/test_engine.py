@@ -29,36 +29,17 @@ from newsletter.delivery.engine import SendReport
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import AuditEvent, CampaignState, Delivery, DeliveryState, Subscriber
-from newsletter.services import sending
-from newsletter.services.actors import Actor
-from tests.conftest import Instance, ledger_by_email
+from tests.conftest import Clock, Instance, cli, ledger_by_email, send_sample
 
 PEOPLE = [f"p{i}@mission{i % 3}.example.org" for i in range(6)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
-
-
-def _cli(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = runner.invoke(app, ["--config", str(instance.config), *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 @pytest.fixture
 def loaded(runner: CliRunner, instance: Instance) -> Instance:
     """The sample issue and six active subscribers."""
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     for i, email in enumerate(PEOPLE):
-        _cli(
+        cli(
             runner,
             instance,
             "subscribers",
@@ -87,15 +68,10 @@ def _run(
     prepare: bool = True,
 ) -> SendReport:
     """What `newsletter send` does; `prepare=False`: only the engine, as a worker runs it."""
-    delivery = delivery or DeliverySettings(retry_base_seconds=60)
-    if prepare:
-        return sending.send_issue(
-            settings, "2020-01", actor=Actor.cli(), transport="smtp", clock=clock,
-            rng=random.Random(7), delivery=delivery,
-        )  # fmt: skip
-    return sending.send_campaign_rows(
-        settings, "2020-01", transport="smtp", clock=clock, rng=random.Random(7), delivery=delivery
-    )
+    return send_sample(
+        settings, prepare=prepare, transport="smtp", clock=clock, rng=random.Random(7),
+        delivery=delivery or DeliverySettings(retry_base_seconds=60),
+    )  # fmt: skip
 
 
 def _rows(settings: Settings) -> dict[str, Delivery]:
@@ -247,8 +223,8 @@ def test_a_second_sqlite_sender_is_refused_with_a_reason(runner: CliRunner, tmp_
 
     # SQLite only: on PostgreSQL several senders share a campaign (see the workers test).
     sqlite = make_instance(tmp_path, f"sqlite:///{tmp_path / 'one.db'}")
-    _cli(runner, sqlite, "init")
-    _cli(runner, sqlite, "issue", "import", str(sample_issue_path()))
+    cli(runner, sqlite, "init")
+    cli(runner, sqlite, "issue", "import", str(sample_issue_path()))
     db = runtime.open_database(sqlite.settings)
     with SenderLock(db):
         result = runner.invoke(app, ["--config", str(sqlite.config), "send", "2020-01"])
@@ -268,12 +244,12 @@ def test_kill_9_mid_send_then_send_again_reaches_everyone_once(
 ) -> None:
     """The ledger, not the process, is the truth: a crash loses nobody and doubles nobody."""
     people = [f"k{i:03d}@example.org" for i in range(60)]
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     csv_text = "email,name,title,sectors,language\n" + "".join(f"{p},,,,zh\n" for p in people)
     lists = instance.dir / "lists"
     lists.mkdir()
     (lists / "de-berlin.csv").write_text(csv_text, encoding="utf-8")
-    _cli(runner, instance, "subscribers", "import", str(lists))
+    cli(runner, instance, "subscribers", "import", str(lists))
 
     handler = RecordingHandler(data_delay=0.05)
     server = start_sink(handler)
@@ -340,16 +316,16 @@ def test_several_workers_share_one_campaign_on_postgresql(
     from tests.conftest import make_instance
 
     instance = make_instance(tmp_path, pg_url)
-    _cli(runner, instance, "init")
+    cli(runner, instance, "init")
     people = [f"w{i:03d}@example.org" for i in range(120)]
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "fr-paris.csv").write_text(
         "email,name,title,sectors,language\n" + "".join(f"{p},,,,zh\n" for p in people),
         encoding="utf-8",
     )
-    _cli(runner, instance, "subscribers", "import", str(lists))
+    cli(runner, instance, "subscribers", "import", str(lists))
     db = runtime.open_database(instance.settings)
     with Session(db) as session:
         prepare_send(session, get_issue(session, "2020-01").record)

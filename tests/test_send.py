@@ -10,42 +10,35 @@ from pathlib import Path
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.sink import LoopbackController
 from newsletter.directory import bundled_data_dir
 from newsletter.models import SubscriberStatus
 from newsletter.subscriptions import store
-from tests.conftest import Instance
+from tests.conftest import Instance, cli
 
 LISTS = bundled_data_dir() / "lists"
 
 
-def _cli(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = runner.invoke(app, ["--config", str(instance.config), *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def _load_sample(runner: CliRunner, instance: Instance) -> list[dict[str, object]]:
-    _cli(runner, instance, "subscribers", "import", str(LISTS))
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
-    _cli(runner, instance, "subscribers", "add", "pending.person@example.org", "--embassy", "de-berlin",
-         "--status", "pending")  # fmt: skip
-    _cli(runner, instance, "subscribers", "add", "gone.person@example.org", "--embassy", "fr-paris")
+    cli(runner, instance, "subscribers", "import", str(LISTS))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "subscribers", "add", "pending.person@example.org", "--embassy", "de-berlin",
+        "--status", "pending")  # fmt: skip
+    cli(runner, instance, "subscribers", "add", "gone.person@example.org", "--embassy", "fr-paris")
     engine = make_engine(instance.settings.resolved_database_url)
     with Session(engine) as session:
         gone = store.find(session, "gone.person@example.org")
         store.set_status(session, gone, SubscriberStatus.UNSUBSCRIBED, actor="test", via="cli")
         session.commit()
     engine.dispose()
-    return list(json.loads(_cli(runner, instance, "subscribers", "list", "--json")))
+    return list(json.loads(cli(runner, instance, "subscribers", "list", "--json")))
 
 
 def _send(runner: CliRunner, instance: Instance, smtp: LoopbackController) -> dict[str, object]:
-    out = _cli(runner, instance, "send", "2020-01", "--transport", "smtp",
-               "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp.port), "--json")  # fmt: skip
+    out = cli(runner, instance, "send", "2020-01", "--transport", "smtp",
+              "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp.port), "--json")  # fmt: skip
     return dict(json.loads(out))
 
 
@@ -92,7 +85,7 @@ def test_each_active_subscriber_gets_one_tailored_digest_once(
     again = _send(runner, instance, smtp_server)
     assert again["sent"] == 0
     assert len(smtp_server.handler.received) == len(active)
-    campaigns = json.loads(_cli(runner, instance, "campaign", "list", "--json"))
+    campaigns = json.loads(cli(runner, instance, "campaign", "list", "--json"))
     assert campaigns[0]["state"] == "finished" and campaigns[0]["sent"] == len(active)
 
 
@@ -100,14 +93,14 @@ def test_digest_follows_the_explanation(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController, tmp_path: Path
 ) -> None:
     _load_sample(runner, instance)
-    _cli(runner, instance, "subscribers", "add", "bio.only@example.org", "--embassy", "de-berlin",
-         "--sectors", "biomedicine", "--name", "王芳")  # fmt: skip
+    cli(runner, instance, "subscribers", "add", "bio.only@example.org", "--embassy", "de-berlin",
+        "--sectors", "biomedicine", "--name", "王芳")  # fmt: skip
     decisions = json.loads(
-        _cli(
+        cli(
             runner, instance, "explain", "2020-01", "--subscriber", "bio.only@example.org", "--json"
         )
     )
-    issue = json.loads(_cli(runner, instance, "issue", "show", "2020-01", "--json"))
+    issue = json.loads(cli(runner, instance, "issue", "show", "2020-01", "--json"))
     titles = {i["id"]: i["title"] for i in issue["items"]}
     included = {d["item"] for d in decisions if d["included"]}
     excluded = {d["item"] for d in decisions if not d["included"]}
@@ -123,7 +116,7 @@ def test_digest_follows_the_explanation(
     for item_id in included:
         assert titles[item_id] in text
     preview = tmp_path / "preview.html"
-    _cli(
+    cli(
         runner,
         instance,
         "preview",
@@ -140,15 +133,15 @@ def test_digest_follows_the_explanation(
 def test_send_after_a_cancelled_schedule_sends_now(
     runner: CliRunner, instance: Instance, smtp_server: LoopbackController
 ) -> None:
-    _cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     for email in ("a.one@example.org", "b.two@example.org"):
-        _cli(runner, instance, "subscribers", "add", email, "--embassy", "de-berlin")
-    _cli(runner, instance, "schedule", "2020-01", "--at", "2035-01-05T09:00:00+01:00")
-    plans = json.loads(_cli(runner, instance, "schedule", "list", "--json"))
+        cli(runner, instance, "subscribers", "add", email, "--embassy", "de-berlin")
+    cli(runner, instance, "schedule", "2020-01", "--at", "2035-01-05T09:00:00+01:00")
+    plans = json.loads(cli(runner, instance, "schedule", "list", "--json"))
     assert [p["state"] for p in plans] == ["planned"]
     early = _send(runner, instance, smtp_server)
     assert early["sent"] == 0  # scheduled for 2035: `send` does not jump the plan
-    _cli(runner, instance, "schedule", "cancel", str(plans[0]["id"]))
+    cli(runner, instance, "schedule", "cancel", str(plans[0]["id"]))
     now = _send(runner, instance, smtp_server)
     assert now["sent"] == 2
     assert sorted(r.rcpt for r in smtp_server.handler.received) == [

@@ -11,14 +11,12 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from click.testing import Result
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter.cli import app
 from newsletter.db import make_engine
 from newsletter.models import AuditEvent, Subscriber, Suppression
-from tests.conftest import Instance
+from tests.conftest import Instance, cli, invoke
 
 NAUGHTY = [
     'Wang "Fang" O\'Neil',
@@ -33,23 +31,13 @@ NAUGHTY = [
 ]
 
 
-def _run(runner: CliRunner, instance: Instance, *args: str) -> Result:
-    return runner.invoke(app, ["--config", str(instance.config), *args])
-
-
-def _ok(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = _run(runner, instance, *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
 
 
 def _listing(runner: CliRunner, instance: Instance, *args: str) -> dict[str, dict[str, object]]:
-    rows = json.loads(_ok(runner, instance, "subscribers", "list", "--json", *args))
+    rows = json.loads(cli(runner, instance, "subscribers", "list", "--json", *args))
     return {row["email"]: row for row in rows}
 
 
@@ -72,7 +60,7 @@ def test_bad_rows_are_all_reported_and_nothing_changes(
         "email,name,sectors,language\nbroken@,X,,zh\nfine@example.org,Y,nope,zh\n"
         "ok@example.org,Dup,,zh\nctl@example.org,A\x1bB,,zh\n",
     )
-    result = _run(runner, instance, "subscribers", "import", str(good), str(bad))
+    result = invoke(runner, instance, "subscribers", "import", str(good), str(bad))
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert lines[-1].startswith(f"error: {bad}:2: email: 'broken@'")
@@ -81,7 +69,7 @@ def test_bad_rows_are_all_reported_and_nothing_changes(
         assert any(line.startswith(where) for line in lines), where
     assert _listing(runner, instance) == {}
 
-    _ok(runner, instance, "subscribers", "import", str(good), str(bad), "--skip-invalid")
+    cli(runner, instance, "subscribers", "import", str(good), str(bad), "--skip-invalid")
     assert set(_listing(runner, instance)) == {"ok@example.org"}
 
 
@@ -94,21 +82,21 @@ def test_export_then_import_gives_back_the_same_naughty_names(
     for i, name in enumerate(NAUGHTY):
         writer.writerow([f"n{i}@example.org", name, name[:20], "ai;biomedicine", "zh"])
     source = _write(tmp_path / "de-berlin.csv", text.getvalue())
-    _ok(runner, instance, "subscribers", "import", str(source))
+    cli(runner, instance, "subscribers", "import", str(source))
     before = _listing(runner, instance)
     assert {row["name"] for row in before.values()} == set(NAUGHTY)
 
     exported = tmp_path / "all.csv"
-    _ok(runner, instance, "subscribers", "export", "-o", str(exported))
+    cli(runner, instance, "subscribers", "export", "-o", str(exported))
     raw = exported.read_text(encoding="utf-8-sig")
     assert "'=1+1" in raw and "'@SUM(A1)" in raw and "'-2" in raw and "'+1" in raw
     assert not [c for r in csv.reader(raw.splitlines()) for c in r if c[:1] in "=+-@"]
     folder = tmp_path / "by-embassy"
-    _ok(runner, instance, "subscribers", "export", "--by-embassy", str(folder))
+    cli(runner, instance, "subscribers", "export", "--by-embassy", str(folder))
     assert [p.name for p in folder.iterdir()] == ["de-berlin.csv"]
 
     for path in (exported, folder):
-        report = json.loads(_ok(runner, instance, "subscribers", "import", str(path), "--json"))
+        report = json.loads(cli(runner, instance, "subscribers", "import", str(path), "--json"))
         assert (report["added"], report["updated"]) == (0, 0)
         assert report["unchanged"] == len(NAUGHTY)
     assert _listing(runner, instance) == before
@@ -117,20 +105,20 @@ def test_export_then_import_gives_back_the_same_naughty_names(
 def test_export_filters_and_refuses_both_outputs(
     runner: CliRunner, instance: Instance, tmp_path: Path
 ) -> None:
-    _ok(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin",
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin",
         "--sectors", "ai")  # fmt: skip
-    _ok(runner, instance, "subscribers", "add", "b@example.org", "--embassy", "fr-paris",
+    cli(runner, instance, "subscribers", "add", "b@example.org", "--embassy", "fr-paris",
         "--status", "pending")  # fmt: skip
-    text = _ok(runner, instance, "subscribers", "export", "--sector", "ai")
+    text = cli(runner, instance, "subscribers", "export", "--sector", "ai")
     assert "a@example.org" in text and "b@example.org" not in text
-    text = _ok(runner, instance, "subscribers", "export", "--status", "pending")
+    text = cli(runner, instance, "subscribers", "export", "--status", "pending")
     assert "b@example.org" in text and "a@example.org" not in text
-    text = _ok(runner, instance, "subscribers", "export", "--embassy", "fr-paris")
+    text = cli(runner, instance, "subscribers", "export", "--embassy", "fr-paris")
     assert text.splitlines()[0] == "email,name,title,sectors,language,status,embassy"
-    result = _run(runner, instance, "subscribers", "export", "-o", str(tmp_path / "x.csv"),
-                  "--by-embassy", str(tmp_path))  # fmt: skip
+    result = invoke(runner, instance, "subscribers", "export", "-o", str(tmp_path / "x.csv"),
+                    "--by-embassy", str(tmp_path))  # fmt: skip
     assert result.exit_code == 2
-    result = _run(runner, instance, "subscribers", "export", "--embassy", "xx-nowhere")
+    result = invoke(runner, instance, "subscribers", "export", "--embassy", "xx-nowhere")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: embassy 'xx-nowhere' not found; see `newsletter embassies list`"
@@ -143,14 +131,14 @@ def test_import_never_reactivates_people_who_left(
     listed = _write(
         tmp_path / "de-berlin.csv", "email,name,status\na@example.org,A,\nb@example.org,B,\n"
     )
-    _ok(runner, instance, "subscribers", "import", str(listed))
+    cli(runner, instance, "subscribers", "import", str(listed))
     # The list itself says b left: an import may record that...
     (tmp_path / "left").mkdir()
     left = _write(tmp_path / "left" / "de-berlin.csv", "email,status\nb@example.org,unsubscribed\n")
-    _ok(runner, instance, "subscribers", "import", str(left))
+    cli(runner, instance, "subscribers", "import", str(left))
     assert _listing(runner, instance)["b@example.org"]["status"] == "unsubscribed"
     # ...but no import brings b back.
-    result = _run(runner, instance, "subscribers", "import", str(listed), "--json")
+    result = invoke(runner, instance, "subscribers", "import", str(listed), "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["refused"] == [
         {"email": "b@example.org", "status": "unsubscribed"}
@@ -160,18 +148,18 @@ def test_import_never_reactivates_people_who_left(
 
 
 def test_show_lists_the_history(runner: CliRunner, instance: Instance, tmp_path: Path) -> None:
-    _ok(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin",
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin",
         "--name", "张三", "--status", "pending")  # fmt: skip
     listed = _write(tmp_path / "de-berlin.csv", "email,name,sectors\na@example.org,张三,ai\n")
-    _ok(runner, instance, "subscribers", "import", str(listed))
-    shown = json.loads(_ok(runner, instance, "subscribers", "show", "A@Example.org", "--json"))
+    cli(runner, instance, "subscribers", "import", str(listed))
+    shown = json.loads(cli(runner, instance, "subscribers", "show", "A@Example.org", "--json"))
     assert shown["email"] == "a@example.org" and shown["sectors"] == ["ai"]
     assert [(e["action"], e["actor"], e["via"]) for e in shown["history"]] == [
         ("created", f"cli:{getpass.getuser()}", "cli"),  # the shell user who ran the command
         ("updated", f"cli:{getpass.getuser()}", "import"),
     ]
-    assert "created" in _ok(runner, instance, "subscribers", "show", "a@example.org")
-    result = _run(runner, instance, "subscribers", "show", "nobody@example.org")
+    assert "created" in cli(runner, instance, "subscribers", "show", "a@example.org")
+    result = invoke(runner, instance, "subscribers", "show", "nobody@example.org")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: subscriber 'nobody@example.org' not found; see `newsletter subscribers list`"
@@ -181,9 +169,9 @@ def test_show_lists_the_history(runner: CliRunner, instance: Instance, tmp_path:
 def test_remove_erases_and_suppresses_the_address(
     runner: CliRunner, instance: Instance, tmp_path: Path
 ) -> None:
-    _ok(runner, instance, "subscribers", "add", "Gone@Example.org", "--embassy", "de-berlin",
+    cli(runner, instance, "subscribers", "add", "Gone@Example.org", "--embassy", "de-berlin",
         "--name", "王五", "--title", "参赞", "--sectors", "ai")  # fmt: skip
-    _ok(runner, instance, "subscribers", "remove", "gone@example.org")
+    cli(runner, instance, "subscribers", "remove", "gone@example.org")
     assert "gone@example.org" not in _listing(runner, instance)
 
     engine = make_engine(instance.settings.resolved_database_url)
@@ -198,24 +186,24 @@ def test_remove_erases_and_suppresses_the_address(
     engine.dispose()
 
     listed = _write(tmp_path / "de-berlin.csv", "email,name\nGONE@example.org,王五\n")
-    result = _run(runner, instance, "subscribers", "import", str(listed), "--json")
+    result = invoke(runner, instance, "subscribers", "import", str(listed), "--json")
     assert json.loads(result.stdout)["suppressed"] == ["gone@example.org"]
     assert _listing(runner, instance) == {}
-    result = _run(
+    result = invoke(
         runner, instance, "subscribers", "add", "gone@example.org", "--embassy", "de-berlin"
     )
     assert result.exit_code == 1 and "suppression list" in result.stderr
     # An address never listed can be suppressed ahead of any import.
-    _ok(runner, instance, "subscribers", "remove", "never@example.org")
-    assert _run(runner, instance, "subscribers", "add", "never@example.org",
-                "--embassy", "de-berlin").exit_code == 1  # fmt: skip
+    cli(runner, instance, "subscribers", "remove", "never@example.org")
+    assert invoke(runner, instance, "subscribers", "add", "never@example.org",
+                  "--embassy", "de-berlin").exit_code == 1  # fmt: skip
 
 
 def test_handover_gives_the_post_to_the_successor(runner: CliRunner, instance: Instance) -> None:
-    _ok(runner, instance, "subscribers", "add", "old@example.org", "--embassy", "de-berlin",
+    cli(runner, instance, "subscribers", "add", "old@example.org", "--embassy", "de-berlin",
         "--name", "李伟", "--title", "科技参赞", "--sectors", "ai,biomedicine",
         "--language", "en")  # fmt: skip
-    handed = _ok(runner, instance, "subscribers", "handover", "old@example.org",
+    handed = cli(runner, instance, "subscribers", "handover", "old@example.org",
                  "New@Example.org", "--name", "赵六", "--json")  # fmt: skip
     summary = json.loads(handed)
     assert summary["new"] == "new@example.org" and summary["confirmation_sent"] is True
@@ -226,7 +214,7 @@ def test_handover_gives_the_post_to_the_successor(runner: CliRunner, instance: I
     )  # fmt: skip
     assert set(new["sectors"]) == {"ai", "biomedicine"} and new["name"] == "赵六"
     assert old["status"] == "unsubscribed"
-    history = json.loads(_ok(runner, instance, "subscribers", "show", "old@example.org", "--json"))
+    history = json.loads(cli(runner, instance, "subscribers", "show", "old@example.org", "--json"))
     assert [e["action"] for e in history["history"]][-2:] == ["status", "handover"]
 
     [mail] = _outbox(instance)
@@ -234,7 +222,9 @@ def test_handover_gives_the_post_to_the_successor(runner: CliRunner, instance: I
     text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "/confirm/" in text and "editorial office" in text
 
-    again = _run(runner, instance, "subscribers", "handover", "old@example.org", "new@example.org")
+    again = invoke(
+        runner, instance, "subscribers", "handover", "old@example.org", "new@example.org"
+    )
     assert again.exit_code == 1 and "already on the list" in again.stderr
 
 
@@ -242,10 +232,10 @@ def test_require_confirmation_imports_pending_and_sends_links(
     runner: CliRunner, instance: Instance, tmp_path: Path
 ) -> None:
     listed = _write(tmp_path / "de-berlin.csv", "email,name\na@example.org,A\nb@example.org,B\n")
-    dry = json.loads(_ok(runner, instance, "subscribers", "import", str(listed),
+    dry = json.loads(cli(runner, instance, "subscribers", "import", str(listed),
                          "--require-confirmation", "--dry-run", "--json"))  # fmt: skip
     assert dry["added"] == 2 and dry["confirmations_sent"] == 0 and _outbox(instance) == []
-    done = json.loads(_ok(runner, instance, "subscribers", "import", str(listed),
+    done = json.loads(cli(runner, instance, "subscribers", "import", str(listed),
                           "--require-confirmation", "--json"))  # fmt: skip
     assert done["confirmations_sent"] == 2
     assert {m["To"].addresses[0].addr_spec for m in _outbox(instance)} == {

@@ -16,7 +16,6 @@ import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter.cli import app as cli
 from newsletter.config import Settings, WebSettings, load_settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
@@ -24,7 +23,7 @@ from newsletter.delivery.compose import recipient_links
 from newsletter.errors import ConfigError
 from newsletter.models import AuditEvent, Subscriber, utcnow
 from newsletter.web import WebLimits, create_app
-from tests.conftest import Instance
+from tests.conftest import Instance, cli
 
 with warnings.catch_warnings():
     # Starlette's test client prefers the `httpx2` package and warns when it falls back to
@@ -48,13 +47,6 @@ def settings(instance: Instance) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-def _cli(runner: CliRunner, settings: Settings, *args: str) -> str:
-    config = Path(settings.base_dir) / "newsletter.toml"
-    result = runner.invoke(cli, ["--config", str(config), *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def _csrf(client: TestClient, path: str) -> str:
@@ -151,9 +143,9 @@ def test_subscribe_confirm_change_preferences_unsubscribe(
 
 
 def test_one_click_unsubscribe_needs_no_cookie_and_is_idempotent(
-    settings: Settings, runner: CliRunner
+    settings: Settings, runner: CliRunner, instance: Instance
 ) -> None:
-    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
     me = _subscriber(settings, "a@example.org")
     unsubscribe, _, _ = recipient_links(settings, me.token_key)
     with TestClient(create_app(settings)) as mail_provider:
@@ -169,13 +161,13 @@ def test_one_click_unsubscribe_needs_no_cookie_and_is_idempotent(
 
 
 def test_state_changing_posts_need_the_csrf_value(
-    client: TestClient, settings: Settings, runner: CliRunner
+    client: TestClient, settings: Settings, runner: CliRunner, instance: Instance
 ) -> None:
     assert client.post("/subscribe", data=FORM).status_code == 403
     value = _csrf(client, "/subscribe")
     altered = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
     assert client.post("/subscribe", data={**FORM, "csrf": altered}).status_code == 403
-    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
     unsubscribe, _, _ = recipient_links(settings, _subscriber(settings, "a@example.org").token_key)
     other_form = _csrf(client, _path(unsubscribe))  # made for the unsubscribe form
     assert client.post("/subscribe", data={**FORM, "csrf": other_form}).status_code == 403
@@ -191,13 +183,13 @@ def test_state_changing_posts_need_the_csrf_value(
 
 
 def test_the_answer_is_the_same_whatever_the_address_state(
-    client: TestClient, settings: Settings, runner: CliRunner
+    client: TestClient, settings: Settings, runner: CliRunner, instance: Instance
 ) -> None:
-    _cli(runner, settings, "subscribers", "add", "active@example.org", "--embassy", "fr-paris",
-         "--name", "Kept")  # fmt: skip
-    _cli(runner, settings, "subscribers", "add", "left@example.org", "--embassy", "fr-paris")
-    _cli(runner, settings, "subscribers", "add", "erased@example.org", "--embassy", "fr-paris")
-    _cli(runner, settings, "subscribers", "remove", "erased@example.org")
+    cli(runner, instance, "subscribers", "add", "active@example.org", "--embassy", "fr-paris",
+        "--name", "Kept")  # fmt: skip
+    cli(runner, instance, "subscribers", "add", "left@example.org", "--embassy", "fr-paris")
+    cli(runner, instance, "subscribers", "add", "erased@example.org", "--embassy", "fr-paris")
+    cli(runner, instance, "subscribers", "remove", "erased@example.org")
     left = _subscriber(settings, "left@example.org")
     _, _, _ = recipient_links(settings, left.token_key)
     engine = make_engine(settings.resolved_database_url)
@@ -322,9 +314,9 @@ def test_trusted_proxies_must_be_addresses(instance: Instance) -> None:
 
 
 def test_forged_altered_and_foreign_tokens_get_one_refusal(
-    client: TestClient, settings: Settings, runner: CliRunner
+    client: TestClient, settings: Settings, runner: CliRunner, instance: Instance
 ) -> None:
-    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
     me = _subscriber(settings, "a@example.org")
     unsubscribe, preferences, _ = recipient_links(settings, me.token_key)
     token = unsubscribe.rsplit("/", 1)[1]
@@ -401,14 +393,14 @@ def test_an_origin_matching_only_the_host_header_is_refused(client: TestClient) 
 
 
 def test_archive_shows_only_issues_that_were_sent(
-    client: TestClient, settings: Settings, runner: CliRunner, tmp_path: Path
+    client: TestClient, settings: Settings, runner: CliRunner, instance: Instance, tmp_path: Path
 ) -> None:
-    _cli(runner, settings, "issue", "import", str(sample_issue_path()))
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
     assert client.get("/archive/2020-01").status_code == 404
     assert "No issue has been sent yet" in client.get("/archive").text
-    _cli(runner, settings, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
+    cli(runner, instance, "subscribers", "add", "a@example.org", "--embassy", "de-berlin")
     outbox = str(tmp_path / "sent")
-    _cli(runner, settings, "send", "2020-01", "--transport", "file", "--outbox", outbox)
+    cli(runner, instance, "send", "2020-01", "--transport", "file", "--outbox", outbox)
     listing = client.get("/archive")
     assert 'href="http://127.0.0.1:8000/archive/2020-01"' in listing.text
     assert listing.headers["cache-control"].startswith("public")
