@@ -31,7 +31,7 @@ from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import Campaign, CampaignState, DeliveryState, IssueRecord
-from tests.conftest import Instance, ledger_by_email, make_instance
+from tests.conftest import Instance, cli, ledger_by_email, make_instance
 
 NEWSLETTER = Path(sys.executable).parent / "newsletter"
 TIMEOUT = 90.0
@@ -46,10 +46,12 @@ def wait_for(check: Callable[[], bool], what: Callable[[], str], timeout: float 
         time.sleep(0.05)
 
 
-def cli(runner: CliRunner, instance: Instance, *args: str) -> str:
-    result = runner.invoke(app, ["--config", str(instance.config), *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
+def initialised(runner: CliRunner, tmp_path: Path, db_url: str = "") -> Instance:
+    """An instance with its schema, on `db_url` or else on a SQLite file of its own: the faults
+    here are SQLite's file locks or a PostgreSQL server's, not both."""
+    instance = make_instance(tmp_path, db_url or f"sqlite:///{tmp_path / 'newsletter.db'}")
+    cli(runner, instance, "init")
+    return instance
 
 
 def load(runner: CliRunner, instance: Instance, people: list[str], *, second: bool = False) -> None:
@@ -206,8 +208,7 @@ def free_port() -> int:
 def test_worker_survives_terminated_postgres_backends_and_sends_everyone_once(
     runner: CliRunner, tmp_path: Path, pg_url: str, processes: Callable[..., Process]
 ) -> None:
-    instance = make_instance(tmp_path, pg_url)
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path, pg_url)
     people = [f"t{i:03d}@example.org" for i in range(300)]
     load(runner, instance, people)
     [campaign_id] = queue(instance, "2020-01")
@@ -267,8 +268,7 @@ def test_worker_survives_terminated_postgres_backends_and_sends_everyone_once(
 def test_worker_waits_out_a_locked_sqlite_database(
     runner: CliRunner, tmp_path: Path, processes: Callable[..., Process]
 ) -> None:
-    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path)
     people = [f"l{i:03d}@example.org" for i in range(40)]
     load(runner, instance, people)
     queue(instance, "2020-01")
@@ -314,8 +314,7 @@ def test_a_broken_campaign_does_not_stop_worker_once_from_sending_the_next(
 def test_run_waits_out_a_locked_database_sets_a_broken_campaign_aside_and_keeps_serving(
     runner: CliRunner, tmp_path: Path, processes: Callable[..., Process]
 ) -> None:
-    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path)
     people = [f"r{i:02d}@example.org" for i in range(30)]
     load(runner, instance, people, second=True)
     broken, healthy = queue(instance, "2020-01", HEALTHY)
@@ -373,8 +372,7 @@ def test_an_unreachable_database_is_one_line_naming_it_without_the_password(
 
 
 def test_send_on_a_locked_sqlite_database_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
-    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path)
     load(runner, instance, ["s1@example.org"])
     database = sqlite_file(instance)
     env = {"NEWSLETTER_DATABASE_URL": f"sqlite:///{database}?timeout=0.2"}
@@ -391,8 +389,7 @@ def test_send_on_a_locked_sqlite_database_is_one_line(runner: CliRunner, tmp_pat
 def test_sigterm_during_the_back_off_stops_the_worker_at_once(
     runner: CliRunner, tmp_path: Path, processes: Callable[..., Process]
 ) -> None:
-    instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path)
     load(runner, instance, ["g1@example.org"])
     queue(instance, "2020-01")
     database = sqlite_file(instance)
@@ -418,8 +415,7 @@ def test_run_survives_terminated_postgres_backends(
 ) -> None:
     """The scheduler's advisory lock connection dies too: `run` stands by, takes it back, and
     its sender finishes the campaign."""
-    instance = make_instance(tmp_path, pg_url)
-    cli(runner, instance, "init")
+    instance = initialised(runner, tmp_path, pg_url)
     people = [f"d{i:03d}@example.org" for i in range(150)]
     load(runner, instance, people)
     queue(instance, "2020-01")
