@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import zlib
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from newsletter.db import database_problem
+from newsletter.filelock import lock_path, try_lock, unlock
 
 # Advisory lock keys are per database, so one constant key means "the scheduler of this database".
 ADVISORY_KEY = zlib.crc32(b"newsletter.scheduler")
@@ -27,9 +25,7 @@ class SchedulerLock:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        memory = not database or database == ":memory:"
-        self.path = None if memory else Path(f"{database}.scheduler.lock")
+        self.path = lock_path(engine, "scheduler")
         self._fd: int | None = None
         self._conn: Connection | None = None
 
@@ -51,14 +47,8 @@ class SchedulerLock:
         if self.path is None:
             self._fd = -1
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
+        self._fd = try_lock(self.path)
+        return self._fd is not None
 
     def _acquire_advisory(self) -> bool:
         conn = self.engine.connect()
@@ -108,6 +98,5 @@ class SchedulerLock:
                 self._forget_connection()
         if self._fd is not None:
             if self._fd >= 0:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                os.close(self._fd)
+                unlock(self._fd)
             self._fd = None

@@ -13,7 +13,6 @@ from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.subscriptions import lifecycle, store
 from newsletter.subscriptions.lifecycle import Actor, TransitionError
 from newsletter.subscriptions.lists import ListRow
-from newsletter.subscriptions.ratelimit import RateLimiter, client_key
 from newsletter.tokens import (
     CONFIRM_LIFETIME,
     InvalidToken,
@@ -22,6 +21,7 @@ from newsletter.tokens import (
     make_token,
     read_token,
 )
+from newsletter.web.limits import client_key
 from tests.conftest import Instance
 
 SECRET = b"s" * 40
@@ -59,23 +59,6 @@ def test_confirmation_links_expire_after_seven_days() -> None:
             SECRET, token, Purpose.CONFIRM, now=NOW + CONFIRM_LIFETIME + dt.timedelta(seconds=1)
         )
     assert CONFIRM_LIFETIME == dt.timedelta(days=7)
-
-
-def test_rate_limiter_counts_a_sliding_window_per_key() -> None:
-    now = [0.0]
-    limiter = RateLimiter(limit=2, window=60, clock=lambda: now[0])
-    assert limiter.hit("a") and limiter.hit("a") and not limiter.hit("a")
-    assert limiter.hit("b")
-    assert limiter.retry_after("a") == 61
-    now[0] = 60.5
-    assert limiter.hit("a")
-
-
-def test_rate_limiter_memory_is_bounded() -> None:
-    limiter = RateLimiter(limit=1, window=60, clock=lambda: 0.0, max_keys=3)
-    for key in "abcdef":
-        limiter.hit(key)
-    assert len(limiter._hits) == 3
 
 
 def test_ip_limits_count_an_ipv6_network_as_one_client() -> None:

@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.delivery.throttle import RateLimiter, Throttle
+from newsletter.delivery.throttle import Throttle, TokenBucket
 
 
 class FakeTime:
@@ -24,7 +24,7 @@ class FakeTime:
 @given(st.floats(min_value=0.5, max_value=500), st.integers(min_value=2, max_value=400))
 def test_n_acquisitions_take_at_least_n_over_rate(rate: float, n: int) -> None:
     t = FakeTime()
-    limiter = RateLimiter(rate, clock=t.clock, sleep=t.sleep)
+    limiter = TokenBucket(rate, clock=t.clock, sleep=t.sleep)
 
     async def go() -> None:
         for _ in range(n):
@@ -37,7 +37,7 @@ def test_n_acquisitions_take_at_least_n_over_rate(rate: float, n: int) -> None:
 
 def test_zero_rate_never_waits() -> None:
     t = FakeTime()
-    limiter = RateLimiter(0, clock=t.clock, sleep=t.sleep)
+    limiter = TokenBucket(0, clock=t.clock, sleep=t.sleep)
     assert all(limiter.delay() == 0 for _ in range(1000))
 
 
@@ -45,7 +45,7 @@ def test_per_domain_limit_is_separate_per_domain() -> None:
     throttle = Throttle(rate=0, per_domain_rate=2)
     t = FakeTime()
     for limiter_domain in ("mfa.example.org", "other.example.org"):
-        throttle.domains[limiter_domain] = RateLimiter(2, clock=t.clock, sleep=t.sleep)
+        throttle.domains[limiter_domain] = TokenBucket(2, clock=t.clock, sleep=t.sleep)
 
     async def go() -> None:
         for _ in range(3):

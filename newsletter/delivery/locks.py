@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import Engine
 
 from newsletter.errors import DeliveryError
+from newsletter.filelock import lock_path, try_lock, unlock
 
 
 class SenderBusyError(DeliveryError):
@@ -25,20 +24,15 @@ class SenderLock:
     """Held while sending; a no-op on PostgreSQL, where row locks let workers share a campaign."""
 
     def __init__(self, engine: Engine) -> None:
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        self.path = Path(f"{database}.sender.lock") if database and database != ":memory:" else None
+        self.path = lock_path(engine, "sender")
         self.fd: int | None = None
 
     def __enter__(self) -> SenderLock:
         if self.path is None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SenderBusyError(self.path) from None
-        self.fd = fd
+        self.fd = try_lock(self.path)
+        if self.fd is None:
+            raise SenderBusyError(self.path)
         return self
 
     def __exit__(
@@ -48,6 +42,5 @@ class SenderLock:
         tb: TracebackType | None,
     ) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+            unlock(self.fd)
             self.fd = None

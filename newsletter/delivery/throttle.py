@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 
-class RateLimiter:
+class TokenBucket:
     """At most `rate` acquisitions per second on average, with bursts of up to `burst`."""
 
     def __init__(
@@ -48,9 +48,9 @@ class Throttle:
     """The global limit and a limit per recipient domain, acquired together."""
 
     def __init__(self, rate: float, per_domain_rate: float) -> None:
-        self.overall = RateLimiter(rate, burst=max(1.0, rate / 10))
+        self.overall = TokenBucket(rate, burst=max(1.0, rate / 10))
         self.per_domain_rate = per_domain_rate
-        self.domains: dict[str, RateLimiter] = {}
+        self.domains: dict[str, TokenBucket] = {}
 
     async def acquire(self, address: str) -> None:
         await self.overall.acquire()
@@ -58,5 +58,5 @@ class Throttle:
             domain = address.rpartition("@")[2].lower()
             limiter = self.domains.get(domain)
             if limiter is None:
-                limiter = self.domains[domain] = RateLimiter(self.per_domain_rate)
+                limiter = self.domains[domain] = TokenBucket(self.per_domain_rate)
             await limiter.acquire()

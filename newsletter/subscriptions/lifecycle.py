@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from collections.abc import Sequence
 
 from sqlmodel import Session
@@ -16,10 +15,10 @@ from newsletter.states import ALLOWED as ALLOWED  # re-exported: the table lives
 from newsletter.states import BOUNCEABLE as BOUNCEABLE
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lists import LANGUAGES
+from newsletter.subscriptions.reasons import audit_reason
 from newsletter.tokens import Claim, InvalidToken, Purpose, read_claim
 
 S = SubscriberStatus
-_MAX_REASON = 500
 
 
 class TransitionError(NewsletterError, ValueError):
@@ -65,14 +64,10 @@ def bounce(session: Session, subscriber: Subscriber, *, actor: Actor, detail: st
 
 def unbounce_reason(reason: str) -> str:
     """The reason staff give for an un-bounce, checked: it is the audit's answer to "why"."""
-    text = " ".join(reason.split())
-    if not text:
-        raise UnbounceError("give a --reason: the audit log records why a bounce was undone")
-    if len(text) > _MAX_REASON or any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise UnbounceError(
-            f"--reason: use plain text of at most {_MAX_REASON} characters, no control characters"
-        )
-    return text
+    return audit_reason(
+        reason, error=UnbounceError,
+        missing="give a --reason: the audit log records why a bounce was undone",
+    )  # fmt: skip
 
 
 def unbounce(

@@ -21,13 +21,13 @@ from newsletter.errors import NewsletterError
 from newsletter.models import utcnow
 from newsletter.render.environment import render_template
 from newsletter.subscriptions.mail import deliver, subscription_message
-from newsletter.subscriptions.ratelimit import client_key
 from newsletter.subscriptions.signup import MailRequest
 from newsletter.web.limits import (
     IpNetwork,
     SharedLimit,
     WebLimits,
     client_address,
+    client_key,
     trusted_networks,
 )
 from newsletter.web.security import CsrfGuard

@@ -164,3 +164,16 @@ class SharedLimit:
             later = max(0.0, 1 - (self.limit - 1) / current) if current > 0 else 0.0
             wait = (1 - through) + later
         return max(1, math.ceil(wait * self.window))
+
+
+def client_key(host: str | None) -> str:
+    """The unit an IP limit counts: one IPv4 address, or one IPv6 /64 (one customer's network)."""
+    if not host:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
