@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -137,7 +137,9 @@ def _problem(error: BaseException) -> str | None:
     if isinstance(error, sqlite3.OperationalError):
         text = _first_line(str(error))
         return text if text.lower().startswith(_SQLITE_TRANSIENT) else None
-    if isinstance(error, psycopg.OperationalError):
+    # psycopg is imported only by a PostgreSQL engine: a command on SQLite never pays for it.
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(error, psycopg.OperationalError):
         return _first_line(str(error)) or type(error).__name__
     if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         # A pool with every connection checked out and none back in time: blocked connections.
