@@ -44,7 +44,7 @@ def main() -> None:
         ctx = context()
         for r in people[: args.naive]:
             naive_message(ctx, r)
-        return args.naive
+        return int(args.naive)
 
     ours_rate, ours_runs = median_rate(ours, args.repeats)
     naive_rate, naive_runs = median_rate(naive, args.repeats)

@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import update
 from sqlmodel import Session as DbSession
-from sqlmodel import select
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from newsletter import runtime
@@ -395,7 +395,7 @@ def test_rows_another_live_sender_holds_are_left_alone(
         with DbSession(db) as session:
             session.execute(
                 update(Delivery)
-                .where(Delivery.id <= 3)  # type: ignore[operator]
+                .where(col(Delivery.id) <= 3)
                 .values(worker="elsewhere:1", lease_until=utcnow() + dt.timedelta(hours=1))
             )
             session.commit()

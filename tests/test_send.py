@@ -110,8 +110,8 @@ def test_digest_follows_the_explanation(
     _send(runner, instance, smtp_server)
     [mine] = [r for r in smtp_server.handler.received if r.rcpt == "bio.only@example.org"]
     parsed = mine.parsed()
-    html = parsed.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    text = parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = parsed.get_body(("html",)).get_content()
+    text = parsed.get_body(("plain",)).get_content()
     assert "王芳" in html and "王芳" in text
     for item_id in included:
         assert titles[item_id] in text

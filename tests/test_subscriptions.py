@@ -10,6 +10,7 @@ import json
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -36,7 +37,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _listing(runner: CliRunner, instance: Instance, *args: str) -> dict[str, dict[str, object]]:
+def _listing(runner: CliRunner, instance: Instance, *args: str) -> dict[str, dict[str, Any]]:
     rows = json.loads(cli(runner, instance, "subscribers", "list", "--json", *args))
     return {row["email"]: row for row in rows}
 

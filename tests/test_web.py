@@ -6,7 +6,7 @@ import datetime as dt
 import email
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -57,7 +57,7 @@ def _csrf(client: TestClient, path: str) -> str:
     return found.group(1)
 
 
-def _post(client: TestClient, path: str, data: dict[str, object]) -> Response:
+def _post(client: TestClient, path: str, data: Mapping[str, object]) -> Response:
     return client.post(path, data={**data, "csrf": _csrf(client, path)}, follow_redirects=False)
 
 
@@ -89,7 +89,9 @@ def _mails(settings: Settings) -> list[EmailMessage]:
 
 
 def _text(message: EmailMessage) -> str:
-    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    body = message.get_body(("plain",))
+    assert isinstance(body, EmailMessage)
+    return str(body.get_content())
 
 
 def _path(url: str) -> str:
