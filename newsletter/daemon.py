@@ -12,15 +12,15 @@ import uvicorn
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import scheduler as jobs
 from newsletter.config import Settings
 from newsletter.db import database_problem, describe, is_sqlite
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.locks import SenderBusyError, SenderLock
 from newsletter.delivery.transports import Transport
-from newsletter.digests import record_received
 from newsletter.models import utcnow
-from newsletter.scheduler_lock import SchedulerLock
+from newsletter.scheduling import jobs
+from newsletter.scheduling.digests import record_received
+from newsletter.scheduling.leader_lock import SchedulerLock
 from newsletter.services.worker import (
     Backoff,
     Worker,

@@ -14,12 +14,12 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from newsletter import scheduler as jobs
 from newsletter.cli import app
 from newsletter.daemon import Daemon
 from newsletter.delivery.sink import LoopbackController
-from newsletter.digests import owes_issue
 from newsletter.models import Delivery, DigestRun, ReceivedItem
+from newsletter.scheduling import jobs
+from newsletter.scheduling.digests import owes_issue
 from newsletter.services.worker import Worker
 from tests.conftest import Instance, cli, database, fails, load_sample
 

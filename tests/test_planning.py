@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.planning import (
+from newsletter.scheduling.rules import (
     Mission,
     ScheduleInputError,
     TimeInPastError,

@@ -11,7 +11,6 @@ from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from newsletter import scheduler as jobs
 from newsletter.models import (
     Campaign,
     Delivery,
@@ -19,8 +18,9 @@ from newsletter.models import (
     SchedulePlan,
     utcnow,
 )
-from newsletter.planning import zone
-from newsletter.scheduler_lock import SchedulerLock
+from newsletter.scheduling import jobs
+from newsletter.scheduling.leader_lock import SchedulerLock
+from newsletter.scheduling.rules import zone
 from tests.conftest import Instance, at_in, cli, database, fails, invoke, load_sample, plans_json
 
 

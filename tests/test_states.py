@@ -21,12 +21,13 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 import newsletter
-from newsletter import plans, states
+from newsletter import states
 from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import MIGRATIONS, make_engine, upgrade
 from newsletter.delivery.sink import LoopbackController
 from newsletter.models import Campaign, Delivery, PlanState, ScheduleDelivery, SchedulePlan, utcnow
+from newsletter.scheduling import plans
 from newsletter.states import (
     CAMPAIGN_MOVES,
     CampaignState,

@@ -21,7 +21,7 @@ from newsletter.cli.base import (
 )
 from newsletter.delivery.bounces import Bounce, UnreadableReport, parse_bounces, read_messages
 from newsletter.models import utcnow
-from newsletter.planning import parse_instant
+from newsletter.scheduling.rules import parse_instant
 from newsletter.subscriptions.bounce_policy import (
     DEFAULT_SOFT_THRESHOLD,
     DEFAULT_SOFT_WINDOW,

@@ -38,8 +38,8 @@ from newsletter.delivery.campaigns import (
 )
 from newsletter.delivery.engine import SendReport
 from newsletter.models import utcnow
-from newsletter.plans import cancel_plan, planned_ids
-from newsletter.scheduler import plan_job_id, remove_jobs
+from newsletter.scheduling.jobs import plan_job_id, remove_jobs
+from newsletter.scheduling.plans import cancel_plan, planned_ids
 from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
 

@@ -16,8 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.core import TyperGroup
 
-from newsletter import digests, plans, runtime
-from newsletter import scheduler as jobs
+from newsletter import runtime
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
@@ -33,7 +32,8 @@ from newsletter.daemon import Daemon, web_server
 from newsletter.delivery.campaigns import open_campaign
 from newsletter.issues import get_issue
 from newsletter.models import utcnow
-from newsletter.planning import (
+from newsletter.scheduling import digests, jobs, plans
+from newsletter.scheduling.rules import (
     When,
     in_local_time,
     offset_zone_name,

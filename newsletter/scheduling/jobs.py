@@ -20,10 +20,10 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter import digests, plans
 from newsletter.errors import NewsletterError
 from newsletter.models import DigestSchedule, SchedulePlan, utcnow
-from newsletter.planning import (
+from newsletter.scheduling import digests, plans
+from newsletter.scheduling.rules import (
     HORIZON,
     HORIZON_YEARS,
     ScheduleInputError,

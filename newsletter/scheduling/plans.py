@@ -33,7 +33,7 @@ from newsletter.models import (
     SkipReason,
     Subscriber,
 )
-from newsletter.planning import Mission, Slot, in_local_time
+from newsletter.scheduling.rules import Mission, Slot, in_local_time
 from newsletter.states import LIVE, SKIP_REPLY, WAITING, move
 from newsletter.taxonomy import WORKING_WEEKS
 
