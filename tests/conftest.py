@@ -23,12 +23,12 @@ from newsletter.config import Settings, load_settings, sample_config
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.engine import SendReport
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.directory import bundled_data_dir
 from newsletter.models import Delivery, Subscriber, utcnow
 from newsletter.render.environment import default_templates_dir
 from newsletter.services import sending
 from newsletter.services.actors import Actor
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 
 PG_ADMIN = os.environ.get("NEWSLETTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

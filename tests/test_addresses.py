@@ -23,10 +23,10 @@ from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.message import Envelope, build_message, serialise
 from newsletter.delivery.prepared import prepare
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.errors import NewsletterError
 from newsletter.models import DeliveryState, Subscriber
 from newsletter.render.digest import Recipient, RenderedDigest, recipient_values
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.web import create_app
 from tests.conftest import Instance, cli, invoke, ledger_by_email
 

@@ -28,7 +28,6 @@ from newsletter.delivery.bounces import (
     read_messages,
 )
 from newsletter.delivery.message import message_id
-from newsletter.delivery.sink import LoopbackController
 from newsletter.models import (
     AuditEvent,
     Campaign,
@@ -43,6 +42,7 @@ from newsletter.models import (
 from newsletter.subscriptions import store
 from newsletter.subscriptions.bounce_policy import Outcome, apply_reports, record_smtp_bounce
 from newsletter.subscriptions.lifecycle import ALLOWED
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, invoke
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"

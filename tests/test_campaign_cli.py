@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.sink import LoopbackController
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, fails
 
 

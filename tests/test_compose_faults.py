@@ -25,9 +25,9 @@ from newsletter.delivery.composer import (
     LocalComposer,
     ProcessComposer,
 )
-from newsletter.delivery.sink import LoopbackController
 from newsletter.issues import get_issue
 from newsletter.models import CampaignState, Delivery, DeliveryState, Subscriber, utcnow
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, broken_templates, cli, ledger_by_email
 
 # An address an older version stored without checking it (email-validator refuses a label that

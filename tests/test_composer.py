@@ -28,12 +28,12 @@ from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.composer import portable
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.replies import Reply
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
 from newsletter.delivery.transports import CONNECTION_FAULT, Outgoing
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState
 from newsletter.render.environment import TemplateRenderError
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from tests.conftest import (
     Instance,
     broken_templates,

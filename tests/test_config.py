@@ -22,7 +22,7 @@ from newsletter.config import (
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.composer import HelperSetup
 from newsletter.delivery.engine import RetryPolicy
-from newsletter.delivery.sink import LoopbackController
+from newsletter.testing.sink import LoopbackController
 from newsletter.web.limits import WebLimits
 from tests.conftest import Instance, cli, fails
 

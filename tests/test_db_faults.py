@@ -28,9 +28,9 @@ from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import database_problem, make_engine
 from newsletter.delivery.campaigns import prepare_send
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import Campaign, CampaignState, DeliveryState, IssueRecord
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from tests.conftest import Instance, cli, ledger_by_email, make_instance
 
 NEWSLETTER = Path(sys.executable).parent / "newsletter"

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.daemon import Daemon
-from newsletter.delivery.sink import LoopbackController
 from newsletter.models import Delivery, DigestRun, ReceivedItem
 from newsletter.scheduling import jobs
 from newsletter.scheduling.digests import owes_issue
 from newsletter.services.worker import Worker
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, database, fails, load_sample
 
 SAMPLE = Path(__file__).parent.parent / "newsletter" / "content" / "samples" / "2020-01.yaml"

@@ -28,9 +28,9 @@ from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.engine import SendReport
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState, Subscriber, SubscriberStatus, utcnow
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from tests.conftest import (
     Clock,
     Instance,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter.delivery.sink import LoopbackController
 from newsletter.models import utcnow
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, at_in, cli, load_sample, plans_json
 
 NEWSLETTER = Path(sys.executable).parent / "newsletter"

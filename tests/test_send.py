@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
-from newsletter.delivery.sink import LoopbackController
 from newsletter.directory import bundled_data_dir
 from newsletter.models import SubscriberStatus
 from newsletter.subscriptions import store
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli
 
 LISTS = bundled_data_dir() / "lists"

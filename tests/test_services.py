@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
-from newsletter.delivery.sink import LoopbackController
 from newsletter.directory import bundled_data_dir
 from newsletter.errors import NotFoundError
 from newsletter.models import AuditEvent, Subscriber, SubscriberStatus
@@ -29,6 +28,7 @@ from newsletter.services.issues import import_issue
 from newsletter.subscriptions import handover
 from newsletter.subscriptions.lists import BadRowsError
 from newsletter.subscriptions.suppression import SuppressedAddressError
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance
 
 ALL = Scope.all()

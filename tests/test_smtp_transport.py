@@ -27,11 +27,11 @@ from newsletter.cli import app
 from newsletter.config import SmtpSettings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.replies import Reply, Stage, Verdict, classify
-from newsletter.delivery.sink import LoopbackController, RecordingHandler, start_sink
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
 from newsletter.delivery.transports import CONNECTION_FAULT, UNSENDABLE, Outgoing
 from newsletter.directory import bundled_data_dir
 from newsletter.models import DeliveryState
+from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from tests.conftest import IN_CI, Instance, ledger_by_email
 
 SENDER = "newsletter@newsletter.example.org"

@@ -25,7 +25,6 @@ from newsletter import states
 from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import MIGRATIONS, make_engine, upgrade
-from newsletter.delivery.sink import LoopbackController
 from newsletter.models import Campaign, Delivery, PlanState, ScheduleDelivery, SchedulePlan, utcnow
 from newsletter.scheduling import plans
 from newsletter.states import (
@@ -37,6 +36,7 @@ from newsletter.states import (
     move,
 )
 from newsletter.subscriptions import lifecycle
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance
 
 PEOPLE = {

@@ -1,4 +1,4 @@
-"""A recording SMTP server (aiosmtpd) on loopback: for tests, benchmarks and trying a send locally."""
+"""A recording SMTP server (aiosmtpd) on loopback for the tests: logs each session, scripts faults."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Test support: imports anything, is imported by nothing in newsletter; needs the `test` extra."""
