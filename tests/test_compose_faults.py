@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from newsletter import runtime
 from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.campaigns import prepare_send
-from newsletter.delivery.composer import (
+from newsletter.delivery.batches import (
     Composer,
     HelperSetup,
     IssueRenderError,
@@ -25,6 +24,7 @@ from newsletter.delivery.composer import (
     LocalComposer,
     ProcessComposer,
 )
+from newsletter.delivery.campaigns import prepare_send
 from newsletter.issues import get_issue
 from newsletter.models import CampaignState, Delivery, DeliveryState, Subscriber, utcnow
 from newsletter.testing.sink import LoopbackController

@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from newsletter import runtime
 from newsletter.config import DeliverySettings, Settings, SmtpSettings
 from newsletter.content.issue_intake import sample_issue_path
+from newsletter.delivery.batches import portable
 from newsletter.delivery.campaigns import prepare_send
-from newsletter.delivery.composer import portable
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.replies import Reply
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport

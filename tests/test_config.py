@@ -20,7 +20,7 @@ from newsletter.config import (
     sample_config,
 )
 from newsletter.content.issue_intake import sample_issue_path
-from newsletter.delivery.composer import HelperSetup
+from newsletter.delivery.batches import HelperSetup
 from newsletter.delivery.engine import RetryPolicy
 from newsletter.testing.sink import LoopbackController
 from newsletter.web.limits import WebLimits

@@ -22,9 +22,7 @@ from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
 from newsletter.delivery import ledger
-from newsletter.delivery.campaigns import counts, mark_lost_unknown, settle
-from newsletter.delivery.compose import IssueContext, RecipientData, profile_for
-from newsletter.delivery.composer import (
+from newsletter.delivery.batches import (
     Composer,
     HelperSetup,
     IssueRenderError,
@@ -32,6 +30,8 @@ from newsletter.delivery.composer import (
     LocalComposer,
     ProcessComposer,
 )
+from newsletter.delivery.campaigns import counts, mark_lost_unknown, settle
+from newsletter.delivery.compose import IssueContext, RecipientData, profile_for
 from newsletter.delivery.ledger import Outcome
 from newsletter.delivery.relay_watch import RelayWatch, Signal
 from newsletter.delivery.replies import Reply, Verdict, classify
