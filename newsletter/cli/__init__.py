@@ -5,10 +5,10 @@ from __future__ import annotations
 from newsletter.cli import (  # noqa: F401
     bounces,
     campaigns,
-    digests,
     issues,
     reference,
     schedule,
+    sending,
     setup,
     subscribers,
     web,

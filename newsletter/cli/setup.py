@@ -18,7 +18,7 @@ from newsletter.cli.base import (
     out,
     print_json,
 )
-from newsletter.cli.digests import send_with_progress
+from newsletter.cli.sending import send_with_progress
 from newsletter.config import Settings, config_path, load_settings, sample_config
 from newsletter.content import issue_intake
 from newsletter.db import make_engine, upgrade
