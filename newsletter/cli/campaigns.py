@@ -1,10 +1,11 @@
-"""`campaign list|status|pause|resume|cancel|report` and `worker`."""
+"""`campaign list|status|report|pause|resume|cancel|requeue-failed|resend-unknown`, `worker`."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -13,37 +14,26 @@ import typer
 from rich.table import Table
 
 from newsletter import runtime
+from newsletter.actors import Actor, Scope
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
     app,
     err,
     group,
-    open_session,
     out,
     print_json,
     run_until_signal,
     settings_for,
 )
-from newsletter.delivery.campaigns import (
-    cancel,
-    counts_by_embassy,
-    get_campaign,
-    ledger,
-    list_summaries,
-    pause,
-    requeue_failed,
-    resume,
-    summarise,
-)
+from newsletter.delivery.campaigns import LedgerRow
 from newsletter.delivery.engine import SendReport
-from newsletter.models import utcnow
-from newsletter.scheduling.jobs import plan_job_id, remove_jobs
-from newsletter.scheduling.plans import cancel_plan, planned_ids
+from newsletter.services import campaigns as service
 from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
 
 campaign_app = group("campaign", "Follow and control campaigns.")
+_COLUMNS = ("id", "issue", "state", "total", "sent", "failed", "retry", "unknown", "skipped")
 
 
 @campaign_app.command("list")
@@ -51,30 +41,13 @@ def campaign_list(
     ctx: typer.Context, config: ConfigOption = None, json_: JsonOption = False
 ) -> None:
     """Campaigns with their ledger counts."""
-    settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        rows = [s.as_dict() for s in list_summaries(session)]
+    rows = [s.as_dict() for s in service.list_campaigns(settings_for(ctx, config))]
     if json_:
         print_json(rows)
         return
-    table = Table("id", "issue", "state", "total", "sent", "failed", "retry", "unknown", "skipped")
+    table = Table(*_COLUMNS)
     for r in rows:
-        table.add_row(
-            *(
-                str(r[k])
-                for k in (
-                    "id",
-                    "issue",
-                    "state",
-                    "total",
-                    "sent",
-                    "failed",
-                    "retry",
-                    "unknown",
-                    "skipped",
-                )
-            )
-        )
+        table.add_row(*(str(r[k]) for k in _COLUMNS))
     out.print(table)
 
 
@@ -83,9 +56,7 @@ def campaign_status(
     ctx: typer.Context, campaign_id: int, config: ConfigOption = None, json_: JsonOption = False
 ) -> None:
     """One campaign's state and ledger counts."""
-    settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        summary = summarise(session, get_campaign(session, campaign_id)).as_dict()
+    summary = service.campaign_status(settings_for(ctx, config), campaign_id).as_dict()
     if json_:
         print_json(summary)
         return
@@ -101,8 +72,7 @@ def campaign_pause(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Stop sending after the messages in flight; `resume` continues."""
-    with open_session(settings_for(ctx, config)) as session:
-        pause(session, get_campaign(session, campaign_id))
+    service.pause_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
     err.print(f"campaign {campaign_id} paused")
 
 
@@ -111,8 +81,7 @@ def campaign_resume(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Let a paused campaign send again (a running `worker`, or `newsletter send`, picks it up)."""
-    with open_session(settings_for(ctx, config)) as session:
-        resume(session, get_campaign(session, campaign_id))
+    service.resume_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
     err.print(f"campaign {campaign_id} resumed")
 
 
@@ -121,14 +90,7 @@ def campaign_cancel(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Stop for good: rows not yet sent are skipped, and its planned sends are cancelled."""
-    settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        cancelled = cancel(session, get_campaign(session, campaign_id))
-        plans = planned_ids(session, campaign_id)
-        for plan_id in plans:
-            cancel_plan(session, plan_id, utcnow())
-        if plans:
-            remove_jobs(session.get_bind(), [plan_job_id(p) for p in plans])  # type: ignore[arg-type]
+    cancelled = service.cancel_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
     flight = (
         f"; {cancelled.in_flight} messages were already on the wire and are recorded as the "
         f"server answers (`newsletter campaign status {campaign_id}`)"
@@ -137,7 +99,7 @@ def campaign_cancel(
     )
     err.print(
         f"campaign {campaign_id} cancelled; {cancelled.skipped} unsent rows skipped, "
-        f"{len(plans)} plans cancelled{flight}"
+        f"{len(cancelled.plans)} plans cancelled{flight}"
     )
 
 
@@ -146,12 +108,37 @@ def campaign_requeue_failed(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Failed rows of still-active subscribers wait again (after fixing what made them fail)."""
-    with open_session(settings_for(ctx, config)) as session:
-        requeued = requeue_failed(session, get_campaign(session, campaign_id))
+    requeued = service.requeue_failed(settings_for(ctx, config), campaign_id, actor=Actor.cli())
     err.print(
         f"campaign {campaign_id}: {requeued} failed rows queued again; "
         "`newsletter send` or a running `worker` sends them"
     )
+
+
+@campaign_app.command("resend-unknown")
+def campaign_resend_unknown(
+    ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
+) -> None:
+    """Rows in flight when a sender died wait again: these recipients may get the issue twice."""
+    requeued = service.resend_unknown(settings_for(ctx, config), campaign_id, actor=Actor.cli())
+    err.print(
+        f"campaign {campaign_id}: {requeued} rows of unknown fate queued again (each may "
+        "already have arrived: they may get it twice); `newsletter send` or a running `worker` "
+        "sends them"
+    )
+
+
+_STATES = ("sent", "failed", "retry", "queued", "sending", "unknown", "skipped")
+
+
+def _write_csv(csv_file: Path, rows: Sequence[LedgerRow]) -> None:
+    with csv_file.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "embassy", "state", "attempts", "reply", "sent_at", "message_id"])
+        for r in rows:
+            sent = r.sent_at.isoformat() if r.sent_at else ""
+            cells = [r.email, r.embassy, r.state, str(r.attempts), r.reply, sent, r.message_id]
+            writer.writerow([unformula(c) for c in cells])
 
 
 @campaign_app.command("report")
@@ -165,28 +152,18 @@ def campaign_report(
     json_: JsonOption = False,
 ) -> None:
     """Every recipient's state with the SMTP reply, and counts per embassy and state."""
-    with open_session(settings_for(ctx, config)) as session:
-        summary = summarise(session, get_campaign(session, campaign_id)).as_dict()
-        rows = ledger(session, campaign_id)
-    per_embassy = counts_by_embassy(rows)
+    report = service.campaign_report(settings_for(ctx, config), campaign_id, scope=Scope.all())
+    rows, per_embassy = report.recipients, report.by_embassy
     if csv_file:
-        with csv_file.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["email", "embassy", "state", "attempts", "reply", "sent_at", "message_id"]
-            )
-            for r in rows:
-                sent = r.sent_at.isoformat() if r.sent_at else ""
-                cells = [r.email, r.embassy, r.state, str(r.attempts), r.reply, sent, r.message_id]
-                writer.writerow([unformula(c) for c in cells])
+        _write_csv(csv_file, rows)
         err.print(f"wrote {csv_file}: {len(rows)} recipients")
     if json_:
+        summary = report.summary.as_dict()
         print_json({**summary, "by_embassy": per_embassy, "recipients": [asdict(r) for r in rows]})
         return
-    states = ["sent", "failed", "retry", "queued", "sending", "unknown", "skipped"]
-    table = Table("embassy", *states)
+    table = Table("embassy", *_STATES)
     for embassy, per in sorted(per_embassy.items()):
-        table.add_row(embassy, *(str(per.get(s, 0)) for s in states))
+        table.add_row(embassy, *(str(per.get(s, 0)) for s in _STATES))
     out.print(table)
     problems = [r for r in rows if r.state in ("failed", "unknown", "retry")]
     for r in problems:
