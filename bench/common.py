@@ -74,7 +74,7 @@ def machine() -> str:
 def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
     """The naive way, per recipient: tailor, Jinja2 + MJML render, personalise, EmailMessage."""
     from newsletter.delivery.compose import audience_for, recipient_links
-    from newsletter.delivery.message import Envelope, build_message, message_id, serialise
+    from newsletter.mail.message import Envelope, build_message, message_id, serialise
     from newsletter.render.digest import Recipient, personalise, render_digest
     from newsletter.tailor import select_items
 

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from newsletter.addresses import AddressError, needs_smtputf8, normalise, wire
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
-from newsletter.delivery.message import Envelope, build_message, serialise
-from newsletter.delivery.prepared import prepare
 from newsletter.errors import NewsletterError
+from newsletter.mail.message import Envelope, build_message, serialise
+from newsletter.mail.prepared import prepare
 from newsletter.models import DeliveryState, Subscriber
 from newsletter.render.digest import Recipient, RenderedDigest, recipient_values
 from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink

@@ -27,7 +27,7 @@ from newsletter.delivery.bounces import (
     parse_bounces,
     read_messages,
 )
-from newsletter.delivery.message import message_id
+from newsletter.mail.message import message_id
 from newsletter.models import (
     AuditEvent,
     Campaign,

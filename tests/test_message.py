@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.delivery.message import (
+from newsletter.delivery.replies import Reply, Verdict, classify
+from newsletter.mail.message import (
     DkimKey,
     Envelope,
     build_message,
@@ -21,7 +22,6 @@ from newsletter.delivery.message import (
     message_id,
     serialise,
 )
-from newsletter.delivery.replies import Reply, Verdict, classify
 
 
 def _envelope(to_name: str = "李伟", subject_from: str = "中国科技创新速递") -> Envelope:

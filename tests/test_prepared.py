@@ -10,9 +10,9 @@ from email.message import EmailMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.delivery.message import Envelope
-from newsletter.delivery.prepared import prepare
-from newsletter.delivery.splice import split_part
+from newsletter.mail.message import Envelope
+from newsletter.mail.prepared import prepare
+from newsletter.mail.splice import split_part
 from newsletter.render.digest import Recipient, RenderedDigest, personalise, recipient_values
 
 DIGEST = RenderedDigest(

@@ -46,9 +46,9 @@ from newsletter.delivery.compose import (
     profile_message,
 )
 from newsletter.delivery.ledger import Claimed
-from newsletter.delivery.message import DkimKey
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.interests import sectors_of
+from newsletter.mail.message import DkimKey
 from newsletter.models import Campaign, CampaignState, Subscriber, SubscriberStatus
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.environment import make_environment, templates_root

@@ -10,9 +10,9 @@ import jinja2
 from newsletter import addresses
 from newsletter.config import SenderSettings, Settings, secret_bytes
 from newsletter.content.model import Issue
-from newsletter.delivery.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
-from newsletter.delivery.prepared import PreparedDigest, prepare
 from newsletter.delivery.transports import Outgoing
+from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
+from newsletter.mail.prepared import PreparedDigest, prepare
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.digest import (
     DigestLinks,

@@ -2,7 +2,7 @@
 
 Only bounces of our own mail act: a report must return the Message-ID of a message the ledger
 says we sent to the very address it names. Anyone can write a DSN; only we hold the key behind
-our Message-IDs (see `delivery.message.message_id`).
+our Message-IDs (see `mail.message.message_id`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ import jinja2
 from newsletter import addresses
 from newsletter.config import Settings
 from newsletter.delivery.compose import recipient_links
-from newsletter.delivery.message import (
+from newsletter.delivery.replies import Reply
+from newsletter.delivery.transports import Outgoing, Transport
+from newsletter.mail.message import (
     DkimKey,
     Envelope,
     build_message,
@@ -19,8 +21,6 @@ from newsletter.delivery.message import (
     sender_address,
     serialise,
 )
-from newsletter.delivery.replies import Reply
-from newsletter.delivery.transports import Outgoing, Transport
 from newsletter.render.environment import render_template
 from newsletter.subscriptions.signup import MailKind, MailRequest
 from newsletter.tokens import CONFIRM_LIFETIME, confirm_token

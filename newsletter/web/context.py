@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter.config import Settings
-from newsletter.delivery.message import DkimKey
 from newsletter.delivery.transports import Transport
 from newsletter.errors import NewsletterError
+from newsletter.mail.message import DkimKey
 from newsletter.models import utcnow
 from newsletter.render.environment import render_template
 from newsletter.subscriptions.mail import deliver, subscription_message

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from newsletter import addresses
-from newsletter.delivery.message import Envelope, display_name, sender_address
-from newsletter.delivery.splice import SplicedPart, split_part
+from newsletter.mail.message import Envelope, display_name, sender_address
+from newsletter.mail.splice import SplicedPart, split_part
 from newsletter.render.digest import PLACEHOLDER_RE, RenderedDigest
 
 _PRINTABLE_WORDS = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/^_`{|}~]*$")

@@ -1,0 +1,1 @@
+"""Every byte we emit: headers and the message builder, DKIM, the spliced per-profile digests."""
