@@ -6,17 +6,14 @@ import asyncio
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine
-from sqlmodel import Session
 from typer.core import TyperGroup
 
 from newsletter import runtime
+from newsletter.actors import Actor
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
@@ -27,21 +24,8 @@ from newsletter.cli.base import (
     run_until_signal,
     settings_for,
 )
-from newsletter.config import Settings
 from newsletter.daemon import Daemon, web_server
-from newsletter.delivery.campaigns import open_campaign
-from newsletter.issues import get_issue
-from newsletter.models import utcnow
-from newsletter.scheduling import digests, jobs, plans
-from newsletter.scheduling.rules import (
-    When,
-    in_local_time,
-    offset_zone_name,
-    parse_date,
-    parse_instant,
-    parse_local_time,
-    plan_send,
-)
+from newsletter.services import scheduling as service
 
 
 class _AddByDefault(TyperGroup):
@@ -61,38 +45,6 @@ schedule_app = typer.Typer(
 app.add_typer(schedule_app, name="schedule")
 digest_app = typer.Typer(no_args_is_help=True, help="Recurring digests of issues not yet received.")
 app.add_typer(digest_app, name="digest")
-
-
-@contextmanager
-def _database(settings: Settings) -> Iterator[tuple[Engine, Session]]:
-    """The engine (the job store shares it) and a session on it."""
-    engine = runtime.open_database(settings)
-    try:
-        with Session(engine, expire_on_commit=False) as session:
-            yield engine, session
-    finally:
-        engine.dispose()
-
-
-def _grace(settings: Settings) -> dt.timedelta:
-    return dt.timedelta(hours=settings.schedule.misfire_grace_hours)
-
-
-def _when(
-    settings: Settings, local: str | None, date: str | None, working_days: bool, at: str | None
-) -> When:
-    if at is not None:
-        if local is not None or date is not None or working_days:
-            raise typer.BadParameter(
-                "--at is one absolute time; leave out --local, --date and --working-days"
-            )
-        instant = parse_instant(at)
-        return When(at=instant, given_in=offset_zone_name(instant))
-    return When(
-        local=parse_local_time(local or settings.schedule.local_time),
-        day=parse_date(date) if date else None,
-        working_days=working_days,
-    )
 
 
 def _short(iso: object) -> str:
@@ -144,27 +96,19 @@ def schedule_add(
 ) -> None:
     """Schedule an issue: one job per time zone (and date) among its recipients' missions."""
     settings = settings_for(ctx, config)
-    when = _when(settings, local, date, working_days, at)
-    now = utcnow()
-    with _database(settings) as (db, session):
-        stored = get_issue(session, slug)
-        campaign = plans.prepare_campaign(session, stored.record)
-        created = plans.create_plans(
-            session, campaign, slug,
-            lambda missions: plan_send(missions, when, grace=_grace(settings), now=now), now=now,
-        )  # fmt: skip
-        jobs.add_plan_jobs(db, created)
-        views = plans.list_plans(session, now=now, campaign_id=campaign.id)
-    ids = {p.id for p in created}
-    rows = [v.as_dict() for v in views if v.id in ids]
+    try:
+        when = service.when(settings, local=local, date=date, working_days=working_days, at=at)
+    except service.ConflictingTimesError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    scheduled = service.schedule_issue(settings, slug, when, actor=Actor.cli())
+    rows = [p.as_dict() for p in scheduled.plans]
     if json_:
         print_json(rows)
         return
     out.print(_plan_table(rows))
-    recipients = sum(p.recipients for p in created)
     err.print(
-        f"campaign {campaign.id}: {recipients} recipients in {len(rows)} scheduled sends; "
-        "`newsletter run` fires them",
+        f"campaign {scheduled.campaign}: {scheduled.recipients} recipients in {len(rows)} "
+        "scheduled sends; `newsletter run` fires them",
         markup=False,
     )
 
@@ -174,9 +118,7 @@ def schedule_list(
     ctx: typer.Context, config: ConfigOption = None, json_: JsonOption = False
 ) -> None:
     """Every scheduled send with its time in UTC and locally, its recipients and state."""
-    settings = settings_for(ctx, config)
-    with _database(settings) as (_, session):
-        rows = [v.as_dict() for v in plans.list_plans(session, now=utcnow())]
+    rows = [v.as_dict() for v in service.list_plans(settings_for(ctx, config))]
     if json_:
         print_json(rows)
         return
@@ -198,19 +140,13 @@ def schedule_cancel(
     settings = settings_for(ctx, config)
     if not plan_ids and not issue:
         raise typer.BadParameter("give plan ids or --issue SLUG", param_hint="PLAN_IDS")
-    with _database(settings) as (db, session):
-        ids = list(plan_ids or [])
-        if issue:
-            campaign, _ = open_campaign(session, get_issue(session, issue).record)
-            ids += plans.planned_ids(session, campaign.id or 0)
-        for plan_id in dict.fromkeys(ids):
-            skipped = plans.cancel_plan(session, plan_id, utcnow())
-            jobs.remove_jobs(db, [jobs.plan_job_id(plan_id)])
-            err.print(f"plan {plan_id} cancelled; {skipped} unsent rows skipped")
 
+    def said(done: service.CancelledPlan) -> None:
+        err.print(f"plan {done.plan} cancelled; {done.skipped} unsent rows skipped")
 
-def _iso(value: dt.datetime | None, timezone: str = "") -> str | None:
-    return None if value is None else in_local_time(value, timezone or "UTC").isoformat()
+    service.cancel_plans(
+        settings, plan_ids or (), issue=issue, actor=Actor.cli(), on_cancelled=said
+    )
 
 
 @digest_app.command("schedule")
@@ -225,49 +161,21 @@ def digest_schedule(
 ) -> None:
     """Send every subscriber, on a cron, the issues they have not received yet."""
     settings = settings_for(ctx, config)
-    with _database(settings) as (db, session):
-        # Refuse a bad expression, or one that never fires, before anything is stored.
-        jobs.refuse_never_firing(cron, utcnow())
-        digest = digests.create_digest(session, cron=cron, local=local, now=utcnow())
-        zones = digests.digest_zones(session, digest)
-        jobs.add_digest_jobs(db, digest, zones, _grace(settings))
-        rows = _digest_rows(session, db)
-    mine = [r for r in rows if r["id"] == digest.id]
+    scheduled = service.schedule_digest(settings, cron=cron, local=local, actor=Actor.cli())
     if json_:
-        print_json(mine)
+        print_json([j.as_dict() for j in scheduled.jobs])
         return
     err.print(
-        f"digest {digest.id}: {len(zones)} jobs ({'local' if local else 'UTC'} {cron})",
+        f"digest {scheduled.digest}: {len(scheduled.zones)} jobs "
+        f"({'local' if local else 'UTC'} {cron})",
         markup=False,
     )
-
-
-def _digest_rows(session: Session, db: Engine) -> list[dict[str, Any]]:
-    next_runs = jobs.next_run_times(db)
-    last = digests.last_runs(session)
-    rows = []
-    for digest in digests.all_digests(session):
-        assert digest.id is not None
-        for timezone in digests.digest_zones(session, digest):
-            when = next_runs.get(jobs.digest_job_id(digest.id, timezone))
-            run = last.get((digest.id, timezone))
-            rows.append({
-                "id": digest.id, "cron": digest.cron, "local": digest.local,
-                "timezone": timezone or "UTC", "state": str(digest.state),
-                "next_run_utc": _iso(when), "next_run_local": _iso(when, timezone),
-                "last_run_at": _iso(run.ran_at) if run else None,
-                "last_run_state": run.state if run else None,
-                "last_enqueued": run.enqueued if run else None,
-            })  # fmt: skip
-    return rows
 
 
 @digest_app.command("list")
 def digest_list(ctx: typer.Context, config: ConfigOption = None, json_: JsonOption = False) -> None:
     """Each digest job (one per zone when local) with its next run and last run."""
-    settings = settings_for(ctx, config)
-    with _database(settings) as (db, session):
-        rows = _digest_rows(session, db)
+    rows = [j.as_dict() for j in service.list_digests(settings_for(ctx, config))]
     if json_:
         print_json(rows)
         return
@@ -287,15 +195,8 @@ def digest_cancel(
     config: ConfigOption = None,
 ) -> None:
     """Stop a recurring digest; rows its past runs queued still go out."""
-    settings = settings_for(ctx, config)
-    with _database(settings) as (db, session):
-        digests.cancel_digest(session, digest_id)
-        mine = [
-            job_id for job_id in jobs.next_run_times(db)
-            if jobs.parse_job_id(job_id)[:2] == ("digest", digest_id)
-        ]  # fmt: skip
-        jobs.remove_jobs(db, mine)
-    err.print(f"digest {digest_id} cancelled ({len(mine)} jobs removed)")
+    removed = service.cancel_digest(settings_for(ctx, config), digest_id, actor=Actor.cli())
+    err.print(f"digest {digest_id} cancelled ({removed} jobs removed)")
 
 
 @app.command()
