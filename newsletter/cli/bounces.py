@@ -3,41 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from newsletter.actors import Actor, ActorKind
+from newsletter.actors import Actor
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
     err,
     group,
-    open_session,
     print_json,
     settings_for,
 )
-from newsletter.delivery.bounces import Bounce, UnreadableReport, parse_bounces, read_messages
-from newsletter.models import utcnow
 from newsletter.scheduling.rules import parse_instant
+from newsletter.services import bounces as service
 from newsletter.subscriptions.bounce_policy import (
     DEFAULT_SOFT_THRESHOLD,
     DEFAULT_SOFT_WINDOW,
     Applied,
-    apply_reports,
-    tally,
-    undo_bounces,
 )
 from newsletter.subscriptions.lifecycle import unbounce_reason
 
 bounces_app = group("bounces", "Read bounce reports (delivery status notifications).")
-
-NOT_A_DSN = "not a delivery status notification"
-NO_FAILURE = "reports no failed or delayed recipient"
-# "staff" via "cli", as bounce undos were always audited; `Actor.cli()` once bounces get a service.
-STAFF = Actor(ActorKind.STAFF, "cli")
 
 
 @bounces_app.command("ingest")
@@ -56,6 +45,9 @@ def bounces_ingest(
     soft_window_days: Annotated[
         int, typer.Option("--soft-window-days", min=1, help="The window for --soft-threshold.")
     ] = DEFAULT_SOFT_WINDOW.days,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what the reports would change; change nothing.")
+    ] = False,
     config: ConfigOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -66,37 +58,21 @@ def bounces_ingest(
     that cannot be read is reported as unreadable and the rest still apply (exit status 0);
     reading the same reports again changes nothing.
     """
-    settings = settings_for(ctx, config)
-    bounces: list[tuple[str, Bounce]] = []
-    skipped: list[tuple[str, str]] = []
-    unreadable: list[tuple[str, str]] = []
-    messages = 0
-    for source, data in read_messages(paths):
-        messages += 1
-        try:
-            found = parse_bounces(data, domain=settings.domain)
-        except Exception as exc:  # one crafted or broken message never stops the others
-            unreadable.append((source, _why(exc)))
-            continue
-        if not found:
-            skipped.append((source, NOT_A_DSN if found is None else NO_FAILURE))
-        bounces.extend((source, b) for b in found or ())
-    with open_session(settings) as session:
-        applied = apply_reports(
-            session, [b for _, b in bounces], now=utcnow(), soft_threshold=soft_threshold,
-            soft_window=dt.timedelta(days=soft_window_days),
-        )  # fmt: skip
-        session.commit()
-    summary = {
-        "messages": messages, **tally(applied), "skipped": len(skipped),
-        "unreadable": len(unreadable),
-    }  # fmt: skip
-    rows = [_row(source, a) for (source, _), a in zip(bounces, applied, strict=True)]
+    read = service.ingest_bounces(
+        settings_for(ctx, config), paths, actor=Actor.cli(), soft_threshold=soft_threshold,
+        soft_window=dt.timedelta(days=soft_window_days), dry_run=dry_run,
+    )  # fmt: skip
+    summary: dict[str, object] = {**read.summary}
+    if dry_run:
+        summary["dry_run"] = True
+    rows = [_row(source, a) for source, a in read.bounces]
     if json_:
         print_json({
             **summary, "bounces": rows,
-            "skipped_messages": [{"source": s, "reason": r} for s, r in skipped],
-            "unreadable_messages": [{"source": s, "reason": r} for s, r in unreadable],
+            "skipped_messages": [{"source": p.source, "reason": p.reason} for p in read.skipped],
+            "unreadable_messages": [
+                {"source": p.source, "reason": p.reason} for p in read.unreadable
+            ],
         })  # fmt: skip
         return
     for row in rows:
@@ -106,18 +82,12 @@ def bounces_ingest(
             f"{row['outcome']:>15} {row['email'] or row['recipient']} {row['kind']} "
             f"{row['status']}{campaign}: {said}"
         )
-    for source, reason in skipped:
-        _say(f"{'skipped':>15} {source}: {reason}")
-    for source, reason in unreadable:
-        _say(f"{'unreadable':>15} {source}: {reason}")
-    _say(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.items()))
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, UnreadableReport):
-        return str(exc)
-    first = (str(exc).splitlines() or [""])[0][:200]
-    return f"cannot be parsed ({type(exc).__name__}{': ' + first if first else ''})"
+    for passed in read.skipped:
+        _say(f"{'skipped':>15} {passed.source}: {passed.reason}")
+    for passed in read.unreadable:
+        _say(f"{'unreadable':>15} {passed.source}: {passed.reason}")
+    counts = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in read.summary.items())
+    _say(counts + (" (dry run)" if dry_run else ""))
 
 
 def _say(line: str) -> None:
@@ -180,16 +150,10 @@ def bounces_undo(
         raise typer.BadParameter("--matching selects among --all-since", param_hint="--matching")
     unbounce_reason(reason)  # no reason, no work: fail before opening anything
     since = parse_instant(all_since, "--all-since") if all_since is not None else None
-    settings = settings_for(ctx, config)
-    with open_session(settings) as session:
-        done = undo_bounces(
-            session, settings.secret, emails=emails or (), since=since, matching=matching,
-            reason=reason, actor=STAFF, by=by.strip() or _login(),
-        )  # fmt: skip
-        if dry_run:
-            session.rollback()
-        else:
-            session.commit()
+    done = service.undo_bounces(
+        settings_for(ctx, config), emails=emails or (), since=since, matching=matching,
+        reason=reason, actor=Actor.cli(), by=by, dry_run=dry_run,
+    )  # fmt: skip
     undone = [d for d in done if d.status]
     refused = [d for d in done if d.refused]
     if json_:
@@ -209,10 +173,3 @@ def bounces_undo(
         )
     if refused:
         raise typer.Exit(1)
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in a bare container
-        return ""
