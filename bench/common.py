@@ -11,8 +11,9 @@ from collections.abc import Callable
 from newsletter.config import Settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.content.issue_yaml import load_issue
-from newsletter.delivery.compose import IssueContext, MailSettings, RecipientData
+from newsletter.delivery.compose import IssueContext, RecipientData
 from newsletter.directory import bundled_data_dir, read_reference
+from newsletter.mail.settings import MailSettings
 from newsletter.render.environment import make_environment
 
 
@@ -73,7 +74,8 @@ def machine() -> str:
 
 def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
     """The naive way, per recipient: tailor, Jinja2 + MJML render, personalise, EmailMessage."""
-    from newsletter.delivery.compose import audience_for, recipient_links
+    from newsletter.delivery.compose import audience_for
+    from newsletter.mail.links import recipient_links
     from newsletter.mail.message import Envelope, build_message, message_id, serialise
     from newsletter.render.digest import Recipient, personalise, render_digest
     from newsletter.tailor import select_items

@@ -10,12 +10,13 @@ from sqlmodel import Session
 from newsletter import directory
 from newsletter.config import Settings
 from newsletter.db import describe, is_initialised, make_engine
-from newsletter.delivery.compose import IssueContext, MailSettings
+from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.smtp import SmtpTransport
 from newsletter.delivery.transports import FileTransport, NullTransport, Transport
 from newsletter.errors import ConfigError
 from newsletter.issues import get_issue
 from newsletter.mail.message import DkimKey
+from newsletter.mail.settings import MailSettings
 from newsletter.render.environment import make_environment
 
 

@@ -29,8 +29,9 @@ from newsletter.delivery.campaigns import prepare_send
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.replies import Reply
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
-from newsletter.delivery.transports import CONNECTION_FAULT, Outgoing
+from newsletter.delivery.transports import CONNECTION_FAULT
 from newsletter.issues import get_issue
+from newsletter.mail.outgoing import Outgoing
 from newsletter.models import Delivery, DeliveryState
 from newsletter.render.environment import TemplateRenderError
 from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink

@@ -28,8 +28,9 @@ from newsletter.config import SmtpSettings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.delivery.replies import Reply, Stage, Verdict, classify
 from newsletter.delivery.smtp import SmtpConnection, SmtpTransport
-from newsletter.delivery.transports import CONNECTION_FAULT, UNSENDABLE, Outgoing
+from newsletter.delivery.transports import CONNECTION_FAULT, UNSENDABLE
 from newsletter.directory import bundled_data_dir
+from newsletter.mail.outgoing import Outgoing
 from newsletter.models import DeliveryState
 from newsletter.testing.sink import LoopbackController, RecordingHandler, start_sink
 from tests.conftest import IN_CI, Instance, ledger_by_email

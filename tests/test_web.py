@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from newsletter.config import Settings, WebSettings, load_settings
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
-from newsletter.delivery.compose import recipient_links
 from newsletter.errors import ConfigError
+from newsletter.mail.links import recipient_links
 from newsletter.models import AuditEvent, Subscriber, utcnow
 from newsletter.web import WebLimits, create_app
 from tests.conftest import Instance, cli

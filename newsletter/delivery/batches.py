@@ -40,7 +40,6 @@ from newsletter.delivery import ledger
 from newsletter.delivery.compose import (
     IssueContext,
     Letter,
-    MailSettings,
     RecipientData,
     personal_message,
     profile_message,
@@ -49,6 +48,7 @@ from newsletter.delivery.ledger import Claimed
 from newsletter.errors import DeliveryError, NewsletterError
 from newsletter.interests import sectors_of
 from newsletter.mail.message import DkimKey
+from newsletter.mail.settings import MailSettings
 from newsletter.models import Campaign, CampaignState, Subscriber, SubscriberStatus
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.environment import make_environment, templates_root

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import jinja2
 
 from newsletter import addresses
-from newsletter.config import SenderSettings, Settings, secret_bytes
 from newsletter.content.model import Issue
-from newsletter.delivery.transports import Outgoing
+from newsletter.mail.links import recipient_links
 from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
+from newsletter.mail.outgoing import Outgoing
 from newsletter.mail.prepared import PreparedDigest, prepare
+from newsletter.mail.settings import MailSettings
 from newsletter.render.cache import BoundedCache, ProfileCache
 from newsletter.render.digest import (
     DigestLinks,
@@ -24,7 +24,6 @@ from newsletter.render.digest import (
 )
 from newsletter.tailor import Audience, Selection, profile_key, select_items
 from newsletter.taxonomy import EmbassyDef, SectorDef
-from newsletter.tokens import Purpose, make_token
 
 
 @dataclass(frozen=True)
@@ -36,37 +35,6 @@ class RecipientData:
     embassy: str
     sectors: tuple[str, ...]
     token_key: str
-
-
-@dataclass(frozen=True)
-class MailSettings:
-    """What building a message needs of the settings, and nothing more.
-
-    It travels to the helper process with every issue context, so it holds no credential the
-    composing does not use: no SMTP login, no database URL. The secret key is here because the
-    links and Message-IDs built here are signed with it.
-    """
-
-    base_url: str
-    domain: str
-    list_id: str
-    sender: SenderSettings
-    secret_key: str = field(repr=False)
-
-    @classmethod
-    def of(cls, settings: Settings) -> MailSettings:
-        return cls(
-            base_url=settings.base_url, domain=settings.domain, list_id=settings.list_id,
-            sender=settings.sender, secret_key=settings.secret_key,
-        )  # fmt: skip
-
-    @property
-    def secret(self) -> bytes:
-        return secret_bytes(self.secret_key)
-
-    @property
-    def list_id_header(self) -> str:
-        return f"{self.list_id}.{self.domain}"
 
 
 @dataclass
@@ -167,19 +135,6 @@ def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, st
     key = profile_key(chosen, recipient.language)
     digest = ctx.cache.get_or_render(key, lambda: _render(ctx, chosen, recipient.language))
     return chosen, key, digest
-
-
-def recipient_links(settings: Settings | MailSettings, token_key: str) -> tuple[str, str, str]:
-    """Unsubscribe URL, preferences URL and unsubscribe mailto for one subscriber."""
-    secret = settings.secret
-    unsubscribe = make_token(secret, Purpose.UNSUBSCRIBE, token_key)
-    preferences = make_token(secret, Purpose.PREFERENCES, token_key)
-    mailto = f"mailto:{settings.sender.address}?subject={quote('unsubscribe ' + unsubscribe)}"
-    return (
-        f"{settings.base_url}/unsubscribe/{unsubscribe}",
-        f"{settings.base_url}/preferences/{preferences}",
-        mailto,
-    )
 
 
 def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, RenderedDigest]:

@@ -29,8 +29,8 @@ from newsletter.delivery.transports import (
     LOCAL_FAULT,
     UNSENDABLE,
     Connection,
-    Outgoing,
 )
+from newsletter.mail.outgoing import Outgoing
 
 
 def _text(message: bytes | str) -> str:

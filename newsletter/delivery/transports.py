@@ -1,12 +1,13 @@
-"""How mail leaves: the `Transport` protocol and its `smtp`, `file` and `null` implementations."""
+"""How mail leaves: the `Transport` protocol, its `smtp`, `file` and `null` kinds, and `deliver`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from newsletter.delivery.replies import Reply
+from newsletter.mail.outgoing import Outgoing
 
 # Pseudo reply codes for faults that never reached an SMTP reply.
 CONNECTION_FAULT = 0  # refused, dropped, timed out: worth retrying
@@ -14,15 +15,6 @@ LOCAL_FAULT = 1  # TLS or configuration: our fault, stop the campaign
 # This one message cannot go over this server (an address that needs SMTPUTF8, which the server
 # does not offer): the row fails with the reason; the address is not judged bad.
 UNSENDABLE = 3
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    mail_from: str
-    rcpt: str
-    data: bytes
-    name: str  # a file-system-safe stem, unique within the campaign
-    html_preview: str | None = None
 
 
 class Connection(Protocol):
@@ -36,6 +28,16 @@ class Transport(Protocol):
     max_connections: int
 
     async def connect(self) -> Connection: ...
+
+
+async def deliver(transport: Transport, messages: Sequence[Outgoing]) -> list[Reply]:
+    """Send each message on one connection; a reply per message, in order."""
+    connection = await transport.connect()
+    try:
+        return [await connection.send(message) for message in messages]
+    finally:
+        # Close even when a send raised, or the SMTP connection would linger half-open.
+        await connection.close()
 
 
 class NullTransport:

@@ -22,7 +22,9 @@ from sqlmodel import Session
 from newsletter import addresses, directory, interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
+from newsletter.delivery.transports import deliver
 from newsletter.errors import ListImportError, NewsletterError, NotFoundError
+from newsletter.mail.subscription import MailKind, MailRequest, subscription_message
 from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.render.environment import make_environment
 from newsletter.services.units import unit_of_work
@@ -37,9 +39,7 @@ from newsletter.subscriptions.lists import (
     check_text,
     parse_list,
 )
-from newsletter.subscriptions.mail import deliver, subscription_message
 from newsletter.subscriptions.reasons import audit_reason
-from newsletter.subscriptions.signup import MailKind, MailRequest
 
 log = logging.getLogger(__name__)
 _HINT = "see `newsletter subscribers list`"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlmodel import Session
 
 from newsletter import addresses
 from newsletter.actors import Actor
-from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.mail.subscription import MailKind, MailRequest
+from newsletter.models import SubscriberStatus
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lists import LANGUAGES, ListRow, check_text
 
@@ -24,12 +24,6 @@ PROBLEMS = {
 }
 
 
-class MailKind(StrEnum):
-    CONFIRM = "confirm"  # new, pending or departed: a link to confirm
-    ALREADY = "already"  # active: a reminder with the preferences link, nothing to confirm
-    INVITE = "invite"  # put on the list by staff (import, handover): a link to confirm
-
-
 @dataclass(frozen=True)
 class SignupForm:
     email: str
@@ -37,23 +31,6 @@ class SignupForm:
     embassy: str
     sectors: tuple[str, ...]
     language: str
-
-
-@dataclass(frozen=True)
-class MailRequest:
-    """A message to send to one subscriber about their subscription."""
-
-    kind: MailKind
-    address: str
-    name: str
-    language: str
-    token_key: str
-
-    @classmethod
-    def about(cls, kind: MailKind, subscriber: Subscriber) -> MailRequest:
-        return cls(
-            kind, subscriber.email, subscriber.name, subscriber.language, subscriber.token_key
-        )
 
 
 def check_form(

@@ -15,13 +15,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter.config import Settings
-from newsletter.delivery.transports import Transport
+from newsletter.delivery.transports import Transport, deliver
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import DkimKey
+from newsletter.mail.subscription import MailRequest, subscription_message
 from newsletter.models import utcnow
 from newsletter.render.environment import render_template
-from newsletter.subscriptions.mail import deliver, subscription_message
-from newsletter.subscriptions.signup import MailRequest
 from newsletter.web.limits import (
     IpNetwork,
     SharedLimit,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter import directory, interests
-from newsletter.delivery.compose import recipient_links
+from newsletter.mail.links import recipient_links
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import lifecycle, store, suppression
 from newsletter.subscriptions.lifecycle import Actor

@@ -1,18 +1,18 @@
-"""Subscription mail (confirm, already subscribed): built from templates, sent on a transport."""
+"""Subscription mail (confirm, already subscribed, invite) built from templates, ready to send."""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 import jinja2
 
 from newsletter import addresses
 from newsletter.config import Settings
-from newsletter.delivery.compose import recipient_links
-from newsletter.delivery.replies import Reply
-from newsletter.delivery.transports import Outgoing, Transport
+from newsletter.mail.links import recipient_links
 from newsletter.mail.message import (
     DkimKey,
     Envelope,
@@ -21,11 +21,47 @@ from newsletter.mail.message import (
     sender_address,
     serialise,
 )
+from newsletter.mail.outgoing import Outgoing
 from newsletter.render.environment import render_template
-from newsletter.subscriptions.signup import MailKind, MailRequest
 from newsletter.tokens import CONFIRM_LIFETIME, confirm_token
 
 TEMPLATES = ("subscription.subject.j2", "subscription.txt.j2", "subscription.html.j2")
+
+
+class MailKind(StrEnum):
+    CONFIRM = "confirm"  # new, pending or departed: a link to confirm
+    ALREADY = "already"  # active: a reminder with the preferences link, nothing to confirm
+    INVITE = "invite"  # put on the list by staff (import, handover): a link to confirm
+
+
+class Addressee(Protocol):
+    """What a subscription mail needs of a subscriber (a stored `Subscriber` is one)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def token_key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class MailRequest:
+    """A message to send to one subscriber about their subscription."""
+
+    kind: MailKind
+    address: str
+    name: str
+    language: str
+    token_key: str
+
+    @classmethod
+    def about(cls, kind: MailKind, subscriber: Addressee) -> MailRequest:
+        return cls(
+            kind, subscriber.email, subscriber.name, subscriber.language, subscriber.token_key
+        )
 
 
 def _context(settings: Settings, request: MailRequest, now: dt.datetime) -> dict[str, object]:
@@ -77,13 +113,3 @@ def subscription_message(
         mail_from=sender_address(settings.sender.address, "[sender] address"),
         rcpt=addresses.wire(request.address), data=data, name=name,
     )  # fmt: skip
-
-
-async def deliver(transport: Transport, messages: Sequence[Outgoing]) -> list[Reply]:
-    """Send each message on one connection; a reply per message, in order."""
-    connection = await transport.connect()
-    try:
-        return [await connection.send(message) for message in messages]
-    finally:
-        # Close even when a send raised, or the SMTP connection would linger half-open.
-        await connection.close()
