@@ -1,1 +1,3 @@
-"""Delivery: message building, transports and the sending engine."""
+"""Delivery: the sending engine, claimed batches, the ledger, transports and bounce reports."""
+
+from __future__ import annotations

@@ -1,1 +1,3 @@
-"""Every byte we emit: headers and the message builder, DKIM, the spliced per-profile digests."""
+"""Every byte we emit: headers, builder, DKIM, spliced digests, subscription mail, signed links."""
+
+from __future__ import annotations

@@ -1,1 +1,3 @@
-"""Subscriber lists, lifecycle, signed links and suppression."""
+"""Subscriber lists, their lifecycle (signup, handover, erasure, bounces) and suppression."""
+
+from __future__ import annotations
