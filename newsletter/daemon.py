@@ -214,6 +214,7 @@ class Daemon:
             try:
                 with Session(self.db, expire_on_commit=False) as session:
                     record_received(session, now=utcnow(), campaign_id=report.campaign)
+                    session.commit()
             except Exception as exc:
                 if database_problem(exc) is not None:
                     raise  # the sender waits it out and the next round writes it

@@ -322,6 +322,7 @@ def test_two_senders_with_helpers_share_one_campaign_on_postgresql(
         db = runtime.open_database(settings)
         with Session(db) as session:
             prepare_send(session, get_issue(session, "2020-01").record)
+            session.commit()
         db.dispose()
 
         async def both() -> list[SendReport]:

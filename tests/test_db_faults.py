@@ -81,6 +81,7 @@ def queue(instance: Instance, *slugs: str) -> list[int]:
                 campaign, _ = prepare_send(session, get_issue(session, slug).record)
                 assert campaign.id is not None
                 ids.append(campaign.id)
+            session.commit()
     finally:
         db.dispose()
     return ids

@@ -351,6 +351,7 @@ def test_several_workers_share_one_campaign_on_postgresql(
     db = runtime.open_database(instance.settings)
     with Session(db) as session:
         prepare_send(session, get_issue(session, "2020-01").record)
+        session.commit()
     db.dispose()
 
     handler = _AllGreetedHandler(data_delay=0.01, expected=3)

@@ -391,6 +391,7 @@ def test_rows_another_live_sender_holds_are_left_alone(
         with DbSession(db) as session:
             record = get_issue(session, "2020-01").record
             campaign, _ = prepare_send(session, record)
+            session.commit()
         # Another sender held the first rows (its lease still runs): this one leaves them alone.
         with DbSession(db) as session:
             session.execute(

@@ -208,7 +208,9 @@ def _make_due(db: Engine, plan_id: int, *, late: dt.timedelta, grace: dt.timedel
 def _fire(db: Engine, plan_id: int) -> PlanState | None:
     """What the scheduler's job for the plan does when its time comes."""
     with Session(db, expire_on_commit=False) as session:
-        return plans.fire_plan(session, plan_id, utcnow())
+        state = plans.fire_plan(session, plan_id, utcnow())
+        session.commit()
+        return state
 
 
 def _states(runner: CliRunner, instance: Instance) -> tuple[str, set[str]]:

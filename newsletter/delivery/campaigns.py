@@ -74,7 +74,7 @@ def open_campaign(session: Session, issue: IssueRecord) -> tuple[Campaign, bool]
     assert issue.id is not None
     campaign = Campaign(issue_id=issue.id)
     session.add(campaign)
-    session.commit()
+    session.flush()
     return campaign, True
 
 
@@ -94,7 +94,7 @@ def enqueue_active(session: Session, campaign: Campaign) -> int:
         source,
     )  # fmt: skip
     result = session.execute(statement)
-    session.commit()
+    session.flush()
     return _rowcount(result)
 
 
@@ -119,7 +119,7 @@ def mark_lost_unknown(
             worker="", lease_until=None, updated_at=now,
         )
     )  # fmt: skip
-    session.commit()
+    session.flush()
     return _rowcount(result)
 
 
@@ -132,7 +132,7 @@ def requeue_unknown(session: Session, campaign_id: int) -> int:
         )
         .values(state=DeliveryState.QUEUED, reply="", updated_at=utcnow())
     )
-    session.commit()
+    session.flush()
     return _rowcount(result)
 
 
@@ -181,7 +181,7 @@ def settle(session: Session, campaign: Campaign, *, now: dt.datetime, why: str) 
 def pause(session: Session, campaign: Campaign, reason: str = "paused by staff") -> None:
     move(campaign, CampaignState.PAUSED, reason=reason)
     session.add(campaign)
-    session.commit()
+    session.flush()
 
 
 def resume(session: Session, campaign: Campaign) -> None:
@@ -191,7 +191,7 @@ def resume(session: Session, campaign: Campaign) -> None:
     state = under_way(session, campaign.id or 0) or CampaignState.SENDING
     move(campaign, state, wanted="resumed")
     session.add(campaign)
-    session.commit()
+    session.flush()
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def cancel(session: Session, campaign: Campaign) -> Cancelled:
         )
     )
     in_flight = counts(session, campaign.id or 0).get(DeliveryState.SENDING, 0)
-    session.commit()
+    session.flush()
     return Cancelled(_rowcount(result), in_flight)
 
 
@@ -248,7 +248,7 @@ def requeue_failed(session: Session, campaign: Campaign) -> int:
     if requeued and campaign.state == CampaignState.FINISHED:
         move(campaign, CampaignState.SENDING)
         session.add(campaign)
-    session.commit()
+    session.flush()
     return requeued
 
 
@@ -317,7 +317,7 @@ def take_back_unsent(session: Session, campaign_id: int) -> int:
             not_after=None,
         )
     )
-    session.commit()
+    session.flush()
     return _rowcount(result)
 
 
@@ -337,7 +337,7 @@ def prepare_send(
     if campaign.state in idle and any(counts(session, campaign.id or 0).get(s) for s in LIVE):
         move(campaign, CampaignState.SENDING, reason=campaign.reason)
         session.add(campaign)
-        session.commit()
+        session.flush()
     return campaign, added
 
 

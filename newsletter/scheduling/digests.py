@@ -111,7 +111,7 @@ def record_received(session: Session, *, now: dt.datetime, campaign_id: int | No
             rows.append({"subscriber_id": subscriber_id, "item_id": item_id,
                          "delivery_id": delivery_id, "received_at": now})  # fmt: skip
     _insert_ignoring_duplicates(session, rows)
-    session.commit()
+    session.flush()
     return len(sent)
 
 
@@ -276,13 +276,13 @@ def _enqueue(
     if campaign.state in idle:
         move(campaign, CampaignState.SENDING, reason=campaign.reason, now=now)
         session.add(campaign)
-    session.commit()
+    session.flush()
 
 
 def create_digest(session: Session, *, cron: str, local: bool, now: dt.datetime) -> DigestSchedule:
     digest = DigestSchedule(cron=cron, local=local, created_at=now)
     session.add(digest)
-    session.commit()
+    session.flush()
     return digest
 
 
@@ -306,7 +306,7 @@ def cancel_digest(session: Session, digest_id: int) -> DigestSchedule:
         raise DigestStateError(digest_id)
     digest.state = DigestState.CANCELLED
     session.add(digest)
-    session.commit()
+    session.flush()
     return digest
 
 
@@ -335,7 +335,7 @@ def record_run(
         enqueued=outcome.enqueued if outcome else 0,
     )  # fmt: skip
     session.add(run)
-    session.commit()
+    session.flush()
 
 
 def last_runs(session: Session) -> dict[tuple[int, str], DigestRun]:
@@ -355,4 +355,5 @@ def run_digest_once(
             return None
         outcome = enqueue_digest(session, timezone=timezone or None, now=now, grace=grace)
         record_run(session, digest_id, timezone, state="ran", now=now, outcome=outcome)
+        session.commit()  # the job's unit of work: the rows queued and the run recorded together
         return outcome

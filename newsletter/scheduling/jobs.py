@@ -218,6 +218,7 @@ async def fire(plan_id: int) -> None:
     context = _bound()
     with Session(context.db, expire_on_commit=False) as session:
         outcome = plans.fire_plan(session, plan_id, context.clock())
+        session.commit()
     log.info("plan %s: %s", plan_id, outcome or "nothing to do")
     context.wake()
 
@@ -248,6 +249,7 @@ def on_missed(event: JobExecutionEvent) -> None:
                 session, number, timezone, state="missed", now=now,
                 scheduled_for=event.scheduled_run_time,
             )  # fmt: skip
+        session.commit()
 
 
 def make_scheduler(db: Engine) -> Any:
@@ -283,4 +285,5 @@ def reconcile(scheduler: Any, context: JobContext) -> list[str]:
                 if digest_job_id(digest.id, timezone) not in present:
                     _add_digest_job(scheduler, digest, timezone, grace_seconds(context.grace))
                     notes.append(f"digest {digest.id}: job for {timezone or 'UTC'} added")
+        session.commit()
     return notes

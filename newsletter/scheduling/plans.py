@@ -162,7 +162,7 @@ def create_plans(
     else:
         move(campaign, CampaignState.SCHEDULED, now=now)
     session.add(campaign)
-    session.commit()
+    session.flush()
     return created
 
 
@@ -228,7 +228,7 @@ def miss_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
     changed = _set_state(session, plan_id, state, now, reason)
     if changed:
         _settle_campaign(session, plan_id, now, "its send window closed before any row was sent")
-    session.commit()
+    session.flush()
     return state if changed else None
 
 
@@ -250,7 +250,7 @@ def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
     campaign = session.get(Campaign, plan.campaign_id)
     if campaign is not None and campaign.state == CampaignState.CANCELLED:
         changed = _set_state(session, plan_id, PlanState.CANCELLED, now, "campaign cancelled")
-        session.commit()
+        session.flush()
         return PlanState.CANCELLED if changed else None
     changed = _set_state(session, plan_id, PlanState.FIRED, now)
     # Its rows are due: the campaign is sending, and the worker takes it up. A paused one
@@ -261,7 +261,7 @@ def fire_plan(session: Session, plan_id: int, now: dt.datetime) -> PlanState | N
         else:
             move(campaign, CampaignState.SENDING, now=now)
         session.add(campaign)
-    session.commit()
+    session.flush()
     return PlanState.FIRED if changed else None
 
 
@@ -275,7 +275,7 @@ def cancel_plan(session: Session, plan_id: int, now: dt.datetime) -> int:
         raise PlanStateError(plan_id, str(get_plan(session, plan_id).state))
     skipped = _skip_waiting(session, plan_id, SkipReason.PLAN_CANCELLED, now)
     _settle_campaign(session, plan_id, now, "its planned sends were cancelled")
-    session.commit()
+    session.flush()
     return skipped
 
 
