@@ -316,7 +316,8 @@ def test_two_senders_with_helpers_share_one_campaign_on_postgresql(
     instance = make_instance(tmp_path, pg_url)
     cli(runner, instance, "init")
     people = _load(runner, instance, 90)
-    server = start_sink(RecordingHandler(data_delay=0.005))
+    # Each sender greets with its own domain; mail waits until both have: both get rows.
+    server = start_sink(RecordingHandler(data_delay=0.005, hold_until_greeted=2))
     try:
         settings = _smtp(instance.settings, server)
         db = runtime.open_database(settings)
@@ -329,7 +330,13 @@ def test_two_senders_with_helpers_share_one_campaign_on_postgresql(
             return list(
                 await asyncio.gather(
                     *(
-                        asyncio.to_thread(_send, settings, batch_size=5, worker=name, prepare=False)
+                        asyncio.to_thread(
+                            _send,
+                            settings.overridden({"domain": f"{name}.example.org"}),
+                            batch_size=5,
+                            worker=name,
+                            prepare=False,
+                        )  # fmt: skip
                         for name in ("one", "two")
                     )
                 )
@@ -339,6 +346,9 @@ def test_two_senders_with_helpers_share_one_campaign_on_postgresql(
         counts = Counter(r.rcpt for r in server.handler.received)
         assert counts == Counter(people)  # each row once, over two senders
         assert sum(r.sent for r in reports) == len(people)
+        assert all(r.sent > 0 for r in reports)  # both senders sent rows, not one alone
+        domains = {str(m.parsed()["Message-ID"]).rsplit("@", 1)[1] for m in server.handler.received}
+        assert domains == {"one.example.org>", "two.example.org>"}
         assert {r.state for r in _rows(settings).values()} == {DeliveryState.SENT}
     finally:
         server.stop()

@@ -12,12 +12,9 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope
-from aiosmtpd.smtp import Session as SmtpSession
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
@@ -316,22 +313,6 @@ def test_kill_9_mid_send_then_send_again_reaches_everyone_once(
 
 
 @pytest.mark.postgres
-@dataclass
-class _AllGreetedHandler(RecordingHandler):
-    """Holds every message until `expected` senders have greeted it (distinct EHLO names), so
-    the first worker up cannot take the whole campaign before the others start."""
-
-    expected: int = 1
-
-    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
-        import asyncio
-
-        deadline = time.monotonic() + 30
-        while len(set(self.helo_names)) < self.expected and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return await super().handle_DATA(server, session, envelope)
-
-
 def test_several_workers_share_one_campaign_on_postgresql(
     runner: CliRunner, tmp_path: Path, pg_url: str
 ) -> None:
@@ -354,7 +335,7 @@ def test_several_workers_share_one_campaign_on_postgresql(
         session.commit()
     db.dispose()
 
-    handler = _AllGreetedHandler(data_delay=0.01, expected=3)
+    handler = RecordingHandler(data_delay=0.01, hold_until_greeted=3)
     server = start_sink(handler)
     env = {**os.environ, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP__PORT": str(server.port),
            "NEWSLETTER_DELIVERY__BATCH_SIZE": "10"}  # fmt: skip

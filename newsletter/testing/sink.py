@@ -73,6 +73,9 @@ class RecordingHandler:
     helo_names: list[str] = field(default_factory=list)
     # Seconds to wait before answering DATA: a slow server, so a send can be caught mid-way.
     data_delay: float = 0.0
+    # Hold every message until this many senders have greeted the server (distinct EHLO names),
+    # at most 30 s: the first sender up cannot take a whole campaign before the others start.
+    hold_until_greeted: int = 0
     # Replies to give on MAIL FROM, one per transaction, before accepting (e.g. 421 bursts).
     mail_replies: deque[str] = field(default_factory=deque)
     # Recipients whose message is stored but whose final reply never comes: the server hangs up
@@ -144,6 +147,12 @@ class RecordingHandler:
         return reply or "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.hold_until_greeted:
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(set(self.helo_names)) < self.hold_until_greeted:
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.01)
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         content: Any = envelope.original_content or envelope.content or b""
