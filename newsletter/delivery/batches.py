@@ -105,6 +105,7 @@ def claim_and_compose(
         claimed = ledger.claim(
             session, campaign_id, now=now, limit=limit, worker=worker, lease=lease
         )
+        session.commit()  # the leases stand (and the row locks go) before composing starts
         if not claimed:
             return []
         try:
@@ -120,6 +121,7 @@ def _release_quietly(session: Session, ids: Sequence[int], now: dt.datetime) -> 
     try:
         session.rollback()
         ledger.release(session, ids, now)
+        session.commit()
     except Exception:
         pass  # the database is what failed: the leases end on their own, and the first error tells
 

@@ -246,7 +246,10 @@ class SendEngine:
         if sqlite:
             ledger.release_leases(session, campaign_id)
         report.skipped += ledger.skip_missed(session, campaign_id, now)
-        ledger.plan_profiles(session, campaign_id, self._profile_of)
+        session.commit()
+        after = 0
+        while after := ledger.plan_profiles(session, campaign_id, self._profile_of, after=after):
+            session.commit()  # a chunk at a time: planning a long list never holds the database
         campaign = session.get(Campaign, campaign_id)
         # A scheduled campaign comes here once a row's window opened (see campaigns_with_work).
         idle = (CampaignState.READY, CampaignState.SCHEDULED)
@@ -328,12 +331,14 @@ class SendEngine:
             now = self.clock()
             with Session(self.db) as session:
                 ledger.renew(session, held, worker=self.worker, until=now + self.lease, now=now)
+                session.commit()
 
     def _release(self, jobs: Sequence[Job]) -> None:
         ids = [j.row.delivery_id for j in jobs]
         if ids:
             with Session(self.db) as session:
                 ledger.release(session, ids, self.clock(), worker=self.worker)
+                session.commit()
             self._let_go(ids)
 
     async def _send_batch(self, campaign_id: int, jobs: Sequence[Job], report: SendReport) -> None:
@@ -519,7 +524,7 @@ class SendEngine:
                 sending = []
             written = ledger.write(
                 session, outcomes=outcomes, sending=sending, now=now, worker=self.worker,
-                lease=self.lease, commit=False,
+                lease=self.lease,
             )  # fmt: skip
             bounces = self._bounces
             for subscriber_id, detail in bounces:
@@ -563,6 +568,7 @@ class SendEngine:
         if held:
             with Session(self.db) as session:
                 ledger.release(session, held, self.clock(), worker=self.worker)
+                session.commit()
             self._let_go(held)
         if self.paused:  # e.g. the issue could not render: no window was written to say so
             with Session(self.db) as session:

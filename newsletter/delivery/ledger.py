@@ -76,7 +76,6 @@ def skip_missed(session: Session, campaign_id: int, now: dt.datetime) -> int:
             updated_at=now,
         )
     )
-    session.commit()
     return _count(result)
 
 
@@ -87,7 +86,6 @@ def release_leases(session: Session, campaign_id: int) -> None:
         .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(WAITING))
         .values(lease_until=None, worker="")
     )
-    session.commit()
 
 
 def plan_profiles(
@@ -95,41 +93,40 @@ def plan_profiles(
     campaign_id: int,
     profile_of: Callable[[int, str, str, tuple[str, ...]], str],
     *,
+    after: int = 0,
     chunk: int = 2000,
-) -> None:
-    """Note each waiting row's profile (`profile_of(subscriber_id, language, embassy, sectors)`)."""
-    after = 0
-    while True:
-        rows = session.exec(
-            select(Delivery.id, Subscriber.id, Subscriber.language, Subscriber.embassy_code)
-            .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
-            .where(
-                col(Delivery.campaign_id) == campaign_id,
-                col(Delivery.profile) == "",
-                col(Delivery.state).in_(WAITING),
-                col(Delivery.id) > after,
-            )
-            .order_by(col(Delivery.id))
-            .limit(chunk)
-        ).all()
-        if not rows:
-            return
-        sectors = sectors_of(session, [int(sid) for _, sid, _, _ in rows if sid is not None])
-        updates = [
-            {
-                "b_id": did,
-                "b_profile": profile_of(int(sid or 0), lang, emb, sectors.get(int(sid or 0), ())),
-            }
-            for did, sid, lang, emb in rows
-        ]
-        session.execute(
-            update(TABLE)
-            .where(TABLE.c.id == bindparam("b_id"))
-            .values(profile=bindparam("b_profile")),
-            updates,
+) -> int:
+    """Note the profile of the next `chunk` waiting rows after id `after`
+    (`profile_of(subscriber_id, language, embassy, sectors)`); the last id noted, 0 when none
+    was left. The caller commits between chunks, so planning a long list never holds the
+    database for long."""
+    rows = session.exec(
+        select(Delivery.id, Subscriber.id, Subscriber.language, Subscriber.embassy_code)
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(
+            col(Delivery.campaign_id) == campaign_id,
+            col(Delivery.profile) == "",
+            col(Delivery.state).in_(WAITING),
+            col(Delivery.id) > after,
         )
-        session.commit()
-        after = int(rows[-1][0] or 0)
+        .order_by(col(Delivery.id))
+        .limit(chunk)
+    ).all()
+    if not rows:
+        return 0
+    sectors = sectors_of(session, [int(sid) for _, sid, _, _ in rows if sid is not None])
+    updates = [
+        {
+            "b_id": did,
+            "b_profile": profile_of(int(sid or 0), lang, emb, sectors.get(int(sid or 0), ())),
+        }
+        for did, sid, lang, emb in rows
+    ]
+    session.execute(
+        update(TABLE).where(TABLE.c.id == bindparam("b_id")).values(profile=bindparam("b_profile")),
+        updates,
+    )
+    return int(rows[-1][0] or 0)
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,6 @@ def claim(
             .where(col(Delivery.id).in_([c.delivery_id for c in claimed]))
             .values(lease_until=now + lease, worker=worker, updated_at=now)
         )
-    session.commit()
     return claimed
 
 
@@ -247,7 +243,6 @@ def write(
     now: dt.datetime,
     worker: str,
     lease: dt.timedelta,
-    commit: bool = True,
 ) -> Written:
     """One transaction: outcomes of the window just sent, and the next window marked `sending`.
 
@@ -276,8 +271,6 @@ def write(
             {"ids": list(sending), "b_now": now, "b_worker": worker, "b_until": now + lease},
         )
         marked = [int(i) for i in result.scalars()]
-    if commit:
-        session.commit()
     return Written(recorded, marked)
 
 
@@ -298,7 +291,6 @@ def renew(
     result = session.execute(
         update(TABLE).where(TABLE.c.id.in_(mine.scalar_subquery())).values(lease_until=until)
     )
-    session.commit()
     return _count(result)
 
 
@@ -316,7 +308,6 @@ def release(
             .where(TABLE.c.id.in_(list(ids)), TABLE.c.state.in_(WAITING), mine)
             .values(lease_until=None, worker="", updated_at=now)
         )
-        session.commit()
 
 
 def postpone(session: Session, campaign_id: int, until: dt.datetime, now: dt.datetime) -> int:
