@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
+from newsletter.db import database_problem
 from newsletter.delivery import ledger
 from newsletter.delivery.batches import (
     Composer,
@@ -135,7 +136,7 @@ class SendReport:
             "campaign": self.campaign, "sent": self.sent, "failed": self.failed,
             "skipped": self.skipped, "retry": self.retry, "unknown": self.unknown,
             "profiles": self.profiles, "bytes": self.bytes, "seconds": round(self.seconds, 3),
-            "state": self.state, "reason": self.reason,
+            "state": self.state, "reason": self.reason, "lost": self.lost,
         }  # fmt: skip
 
 
@@ -314,7 +315,7 @@ class SendEngine:
                 await loop.run_in_executor(None, self._renew)
             except DBAPIError as exc:
                 # The next renewal tries again; the lease has two more thirds to run.
-                log.warning("could not renew leases: %s", _first_line(exc))
+                log.warning("could not renew leases: %s", database_problem(exc) or exc)
 
     def _hold(self, ids: Iterable[int]) -> None:
         with self._held_lock:
@@ -507,11 +508,11 @@ class SendEngine:
             try:
                 return self._write_once(campaign_id, outcomes, sending)
             except DBAPIError as exc:
-                if time.monotonic() + delay > deadline:
+                # Only a fault worth waiting out (the shared test in `db`); a bug raises at once.
+                problem = database_problem(exc)
+                if problem is None or time.monotonic() + delay > deadline:
                     raise
-                log.warning(
-                    "could not record a window (%s); retrying in %.1f s", _first_line(exc), delay
-                )
+                log.warning("could not record a window (%s); retrying in %.1f s", problem, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -571,12 +572,7 @@ class SendEngine:
                 session.commit()
             self._let_go(held)
         if self.paused:  # e.g. the issue could not render: no window was written to say so
-            with Session(self.db) as session:
-                campaign = session.get(Campaign, campaign_id)
-                if campaign is not None and campaign.state == CampaignState.SENDING:
-                    move(campaign, CampaignState.PAUSED, reason=self.paused, now=self.clock())
-                    session.add(campaign)
-                    session.commit()
+            self._write(campaign_id, [], [])
         report.lost = self.lost
 
     def _finish(self, session: Session, campaign_id: int, report: SendReport) -> None:
@@ -610,8 +606,3 @@ def _claim_limit(settings: DeliverySettings, width: int) -> int:
     if settings.rate > 0:
         limit = min(limit, max(width, int(settings.rate * settings.lease_seconds / 3)))
     return limit
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,14 +27,13 @@ class RelayWatch:
     refusal_burst: int = 10  # permanent refusals in a row that make a relay fault
     deferral_burst: int = 10  # temporary refusals in a row that make the relay defer everyone
     closing_burst: int = 3  # 421s in a row (the transport already tried a fresh connection)
-    refusal_domains: int = (
-        3  # ... to at least this many recipient domains (one dead domain is no relay fault)
-    )
+    # ... and at least this many recipient domains among them: one dead domain is no relay fault.
+    refusal_domains: int = 3
     refusals: int = 0
     deferrals: int = 0
     closings: int = 0
     connection_faults: int = 0
-    last: list[Reply] = field(default_factory=list)
+    last: Reply = field(default_factory=lambda: Reply(0))  # the latest refusal, for the reason
     domains: set[str] = field(default_factory=set)
 
     def suspect(self, reply: Reply) -> bool:
@@ -48,10 +47,9 @@ class RelayWatch:
         verdict = classify(reply)
         if verdict is Verdict.SENT:
             self.refusals = self.deferrals = self.closings = self.connection_faults = 0
-            self.last = []
             self.domains = set()
             return Signal.NONE
-        self.last = [*self.last[-2:], reply]
+        self.last = reply
         if verdict is Verdict.PAUSE:
             return Signal.PAUSE
         if self.suspect(reply):
@@ -72,7 +70,7 @@ class RelayWatch:
 
     def reason(self, signal: Signal) -> str:
         """Why, in words a staff member can act on (call right after `observe` gave `signal`)."""
-        example = str(self.last[-1]) if self.last else ""
+        last, example = self.last, str(self.last)
         if signal is Signal.NONE:
             return ""
         if signal is Signal.BACK_OFF:
@@ -80,7 +78,6 @@ class RelayWatch:
                 f"the SMTP server deferred {self.deferrals} recipients in a row ({example}); "
                 "backing off, nobody's delivery is given up"
             )
-        last = self.last[-1] if self.last else Reply(0)
         if last.stage is Stage.MAIL and classify(last) is Verdict.PAUSE:
             return (
                 f"the SMTP server refused our sender address at MAIL FROM ({example}); that says "
@@ -98,6 +95,6 @@ class RelayWatch:
         return (
             f"the SMTP server refused {self.refusals} recipients at {len(self.domains)} domains in a "
             f"row and accepted none ({example}): that is the relay, not {self.refusals} bad "
-            "addresses; nobody was "
-            "marked failed or bounced. Check the relay's configuration, then resume"
+            "addresses; nobody was marked failed or bounced. Check the relay's configuration, "
+            "then resume"
         )

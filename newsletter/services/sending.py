@@ -29,17 +29,16 @@ from newsletter.delivery.locks import SenderLock
 from newsletter.delivery.transports import Transport
 from newsletter.errors import NotFoundError
 from newsletter.issues import get_issue
-from newsletter.models import DeliveryState, utcnow
+from newsletter.models import utcnow
 from newsletter.services.signals import run_until_signal
 from newsletter.services.units import database
+from newsletter.states import LIVE
 from newsletter.subscriptions import store
 from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 Progress = Callable[[int], None]
-# Rows a sender will pick up now: what the progress bar counts.
-_DUE = (DeliveryState.QUEUED, DeliveryState.RETRY, DeliveryState.SENDING)
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def prepare_campaign(
         assert campaign.id is not None
         by_state = counts(session, campaign.id)
         session.commit()
-    pending = sum(by_state.get(state, 0) for state in _DUE)
+    pending = sum(by_state.get(state, 0) for state in LIVE)  # what the progress bar counts
     return Prepared(campaign.id, pending, added)
 
 
