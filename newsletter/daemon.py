@@ -9,11 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import uvicorn
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from newsletter.config import Settings
-from newsletter.db import database_problem, describe, is_sqlite
+from newsletter.db import Engine, Session, database_problem, describe, is_sqlite
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.locks import SenderBusyError, SenderLock
 from newsletter.delivery.transports import Transport

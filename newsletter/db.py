@@ -14,8 +14,13 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
 
 from newsletter.errors import ConfigError, NewsletterError
+
+# The engine and session types every layer above storage names, so that only storage imports
+# SQLAlchemy and SQLModel (the import contracts hold the rest of the package to that).
+__all__ = ["Engine", "Session"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -93,6 +93,14 @@ def get_issue(session: Session, slug: str) -> StoredIssue:
     return StoredIssue(record, issue)
 
 
+def issue_source(session: Session, slug: str) -> str:
+    """The stored YAML of an issue, unparsed: what a long-running sender keys its cache by."""
+    source = session.exec(select(IssueRecord.source_yaml).where(IssueRecord.slug == slug)).first()
+    if source is None:
+        raise NotFoundError("issue", slug, "see `newsletter issue list`")
+    return source
+
+
 def list_issues(session: Session) -> list[IssueRecord]:
     return list(
         session.exec(select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number)))

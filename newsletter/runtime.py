@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
 from newsletter import directory
 from newsletter.config import Settings
-from newsletter.db import describe, is_initialised, make_engine
+from newsletter.db import Engine, Session, describe, is_initialised, make_engine
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.smtp import SmtpTransport
 from newsletter.delivery.transports import FileTransport, NullTransport, Transport

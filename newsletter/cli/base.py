@@ -10,12 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from sqlmodel import Session
 from typer._click import Context as ClickContext
 
 from newsletter import runtime
 from newsletter.config import Settings, load_settings
-from newsletter.db import DatabaseUnavailableError, database_problem, describe
+from newsletter.db import DatabaseUnavailableError, Session, database_problem, describe
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.services.signals import run_until_signal as run_until_signal
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import Session
 
 from newsletter import directory, runtime
 from newsletter.cli.base import (
@@ -21,7 +20,7 @@ from newsletter.cli.base import (
 from newsletter.cli.sending import send_with_progress
 from newsletter.config import Settings, config_path, load_settings, sample_config
 from newsletter.content import issue_intake
-from newsletter.db import make_engine, upgrade
+from newsletter.db import Session, make_engine, upgrade
 from newsletter.errors import ConfigError
 from newsletter.services.actors import Actor, Scope
 from newsletter.services.issues import import_issue

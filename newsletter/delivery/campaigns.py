@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, insert, literal, update
+from sqlalchemy import ColumnElement, CursorResult, Result, exists, insert, literal, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
@@ -34,8 +34,8 @@ from newsletter.states import (
 
 __all__ = [
     "CampaignStateError", "LEDGER_STATES", "CANCELLED_REPLY", "MISSED_REPLY", "CampaignPausedError",
-    "CampaignSummary", "Cancelled", "LedgerRow", "cancel", "counts", "counts_by_embassy",
-    "enqueue_active", "get_campaign", "ledger", "list_summaries", "mark_lost_unknown",
+    "CampaignSummary", "Cancelled", "LedgerRow", "campaigns_with_work", "cancel", "counts",
+    "counts_by_embassy", "enqueue_active", "get_campaign", "ledger", "list_summaries", "mark_lost_unknown",
     "open_campaign", "pause", "prepare_send", "requeue_failed", "requeue_unknown", "resume",
     "settle", "summarise", "take_back_unsent", "taken_back", "under_way",
 ]  # fmt: skip
@@ -382,3 +382,29 @@ def counts_by_embassy(rows: list[LedgerRow]) -> dict[str, dict[str, int]]:
         per = table.setdefault(row.embassy, {})
         per[row.state] = per.get(row.state, 0) + 1
     return table
+
+
+def campaigns_with_work(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:
+    """(campaign id, issue slug) of sending campaigns that still have rows to send or retry,
+    and of scheduled ones with a row whose window has opened (or closed) by `now`.
+
+    The scheduler's firing a plan makes its campaign `sending`; a worker alone takes a
+    scheduled one up at the rows' own time all the same, and skips them once it is past.
+    """
+    when = now or utcnow()
+    mine = col(Delivery.campaign_id) == col(Campaign.id)
+    live = select(Delivery.id).where(mine, col(Delivery.state).in_(LIVE)).limit(1)
+    opened = (
+        select(Delivery.id)
+        .where(mine, col(Delivery.state).in_(WAITING), col(Delivery.not_before) <= when)
+        .limit(1)
+    )
+    sending = (col(Campaign.state) == CampaignState.SENDING) & exists(live)
+    scheduled = (col(Campaign.state) == CampaignState.SCHEDULED) & exists(opened)
+    rows = session.exec(
+        select(Campaign.id, IssueRecord.slug)
+        .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
+        .where(sending | scheduled)
+        .order_by(col(Campaign.id))
+    ).all()
+    return [(int(cid), str(slug)) for cid, slug in rows if cid is not None]

@@ -16,12 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
 
 from newsletter.config import DeliverySettings
-from newsletter.db import database_problem
+from newsletter.db import Engine, Session, database_problem
 from newsletter.delivery import ledger
 from newsletter.delivery.batches import (
     Composer,

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
-
 from newsletter.actors import Actor
 from newsletter.config import Settings
+from newsletter.db import Engine
 from newsletter.delivery.bounces import Bounce, UnreadableReport, parse_bounces, read_messages
 from newsletter.models import utcnow
 from newsletter.services.units import unit_of_work

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
+from newsletter.db import Engine
 from newsletter.delivery import campaigns
 from newsletter.delivery.campaigns import CampaignSummary, LedgerRow
 from newsletter.models import CampaignState, utcnow

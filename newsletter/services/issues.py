@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from newsletter import directory
 from newsletter.actors import Actor
 from newsletter.config import Settings
 from newsletter.content import issue_intake
+from newsletter.db import Engine
 from newsletter.issues import save_issue
 from newsletter.services.units import unit_of_work
 

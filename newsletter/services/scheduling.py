@@ -14,11 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
 from newsletter.actors import Actor
 from newsletter.config import Settings
+from newsletter.db import Engine, Session
 from newsletter.delivery.campaigns import open_campaign
 from newsletter.errors import NewsletterError
 from newsletter.issues import get_issue

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
 from newsletter import interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import DeliverySettings, Settings
+from newsletter.db import Engine, Session
 from newsletter.delivery.campaigns import counts, open_campaign, prepare_send
 from newsletter.delivery.compose import IssueContext, RecipientData, personalised, tailored
 from newsletter.delivery.engine import SendEngine, SendReport

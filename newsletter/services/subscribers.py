@@ -16,12 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
 from newsletter import addresses, directory, interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
+from newsletter.db import Engine, Session
 from newsletter.delivery.transports import deliver
 from newsletter.errors import ListImportError, NewsletterError, NotFoundError
 from newsletter.mail.subscription import MailKind, MailRequest, subscription_message

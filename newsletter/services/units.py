@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine
-from sqlmodel import Session
-
 from newsletter import runtime
 from newsletter.config import Settings
+from newsletter.db import Engine, Session
 
 
 @contextmanager

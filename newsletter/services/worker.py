@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import sys
@@ -12,19 +11,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, exists
-from sqlmodel import Session, col, select
-
 from newsletter import runtime
 from newsletter.config import Settings
-from newsletter.db import DatabaseUnavailableError, database_problem, describe
+from newsletter.db import DatabaseUnavailableError, Engine, Session, database_problem, describe
+from newsletter.delivery.campaigns import campaigns_with_work
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.engine import SendEngine, SendReport, worker_name
 from newsletter.delivery.locks import SenderLock
 from newsletter.delivery.transports import Transport
 from newsletter.errors import NewsletterError
-from newsletter.models import Campaign, CampaignState, Delivery, IssueRecord, utcnow
-from newsletter.states import LIVE, WAITING, can_move, move
+from newsletter.issues import issue_source
+from newsletter.models import Campaign, CampaignState
+from newsletter.states import can_move, move
 from newsletter.subscriptions.bounce_policy import record_smtp_bounce
 
 Say = Callable[[str], None]
@@ -77,32 +75,6 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, NewsletterError) and text:
         return text[:300]
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
-
-
-def campaigns_with_work(session: Session, now: dt.datetime | None = None) -> list[tuple[int, str]]:
-    """(campaign id, issue slug) of sending campaigns that still have rows to send or retry,
-    and of scheduled ones with a row whose window has opened (or closed) by `now`.
-
-    The scheduler's firing a plan makes its campaign `sending`; a worker alone takes a
-    scheduled one up at the rows' own time all the same, and skips them once it is past.
-    """
-    when = now or utcnow()
-    mine = col(Delivery.campaign_id) == col(Campaign.id)
-    live = select(Delivery.id).where(mine, col(Delivery.state).in_(LIVE)).limit(1)
-    opened = (
-        select(Delivery.id)
-        .where(mine, col(Delivery.state).in_(WAITING), col(Delivery.not_before) <= when)
-        .limit(1)
-    )
-    sending = (col(Campaign.state) == CampaignState.SENDING) & exists(live)
-    scheduled = (col(Campaign.state) == CampaignState.SCHEDULED) & exists(opened)
-    rows = session.exec(
-        select(Campaign.id, IssueRecord.slug)
-        .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
-        .where(sending | scheduled)
-        .order_by(col(Campaign.id))
-    ).all()
-    return [(int(cid), str(slug)) for cid, slug in rows if cid is not None]
 
 
 class OneLineDatabaseFaults(logging.Filter):
@@ -169,8 +141,8 @@ class Worker:
 
     def _context(self, slug: str) -> IssueContext:
         with Session(self.db, expire_on_commit=False) as session:
-            record = session.exec(select(IssueRecord).where(IssueRecord.slug == slug)).one()
-            key = (slug, hashlib.blake2b(record.source_yaml.encode(), digest_size=16).hexdigest())
+            source = issue_source(session, slug)
+            key = (slug, hashlib.blake2b(source.encode(), digest_size=16).hexdigest())
             if key not in self.contexts:
                 self.contexts = {k: v for k, v in self.contexts.items() if k[0] != slug}
                 self.contexts[key] = runtime.issue_context(session, self.settings, slug)

@@ -6,9 +6,9 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlmodel import Session
 
 from newsletter import directory
+from newsletter.db import Session
 from newsletter.errors import NotFoundError
 from newsletter.issues import StoredIssueError, get_issue, published_issues
 from newsletter.render.digest import DigestLinks

@@ -11,10 +11,9 @@ from typing import Annotated
 import jinja2
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Engine
-from sqlmodel import Session
 
 from newsletter.config import Settings
+from newsletter.db import Engine, Session
 from newsletter.delivery.transports import Transport, deliver
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import DkimKey

@@ -17,13 +17,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
-from sqlmodel import Session, col
-
 from newsletter.config import Settings, WebSettings
-from newsletter.models import WebRateLimit
+from newsletter.db import Engine
+from newsletter.rate_counts import count_hit
 
 _EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -113,44 +109,18 @@ class SharedLimit:
         mac = hmac.new(self.secret, f"rate\x00{self.scope}\x00{key}".encode(), hashlib.sha256)
         return mac.hexdigest()[:32]
 
-    def _upsert(self, dialect: str, key: str, number: int) -> Insert:
-        values = {"scope": self.scope, "key": key, "slot": number, "hits": 1}
-        table = WebRateLimit.__table__  # type: ignore[attr-defined]
-        if dialect == "postgresql":
-            pg = postgresql.insert(table).values(values)
-            return pg.on_conflict_do_update(
-                index_elements=["scope", "key", "slot"], set_={"hits": table.c.hits + 1}
-            ).returning(table.c.hits)
-        lite = sqlite.insert(table).values(values)
-        return lite.on_conflict_do_update(
-            index_elements=["scope", "key", "slot"], set_={"hits": table.c.hits + 1}
-        ).returning(table.c.hits)
-
     def hit(self, key: str, now: dt.datetime) -> Verdict:
         """Count one hit; refused (and not counted) when the key is over its limit."""
         elapsed = (now - _EPOCH).total_seconds() / self.window
         number = math.floor(elapsed)
         through = elapsed - number  # how far into the current window
-        hashed = self._key(key)
-        mine = (col(WebRateLimit.scope) == self.scope) & (col(WebRateLimit.key) == hashed)
-        with Session(self.engine) as session:
-            # One atomic statement counts the hit, so two processes never both take the last one.
-            upsert = self._upsert(self.engine.dialect.name, hashed, number)
-            current = int(session.execute(upsert).scalar_one())
-            before = select(col(WebRateLimit.hits)).where(
-                mine, col(WebRateLimit.slot) == number - 1
-            )
-            previous = session.execute(before).scalar_one_or_none() or 0
-            if previous * (1 - through) + current <= self.limit:
-                session.execute(delete(WebRateLimit).where(col(WebRateLimit.slot) < number - 1))
-                session.commit()
-                return Verdict(True)
-            session.execute(
-                update(WebRateLimit)
-                .where(mine, col(WebRateLimit.slot) == number)
-                .values(hits=col(WebRateLimit.hits) - 1)
-            )
-            session.commit()
+
+        def fits(previous: int, current: int) -> bool:
+            return previous * (1 - through) + current <= self.limit
+
+        kept, previous, current = count_hit(self.engine, self.scope, self._key(key), number, fits)
+        if kept:
+            return Verdict(True)
         return Verdict(False, self._retry_after(previous, current - 1, through))
 
     def _retry_after(self, previous: int, current: int, through: float) -> int:
