@@ -122,8 +122,8 @@ class Delivery(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
-        Index("ix_delivery_campaign_state", "campaign_id", "state"),
-        Index("ix_delivery_claim_order", "campaign_id", "profile", "id"),
+        # Claims walk one state in profile order; counts by state use its prefix.
+        Index("ix_delivery_claim", "campaign_id", "state", "profile", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

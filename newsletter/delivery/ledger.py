@@ -33,20 +33,19 @@ def _count(result: object) -> int:
     return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
-def due(campaign_id: int, now: dt.datetime) -> ColumnElement[bool]:
-    """Rows to send now: waiting, retry time reached, send window open, not leased by a live worker.
-
-    A queued row has no `next_attempt_at` unless its campaign backs off (the server deferred a
-    run of recipients): then it waits like a retry, without an attempt counted.
-    """
-    waiting = col(Delivery.state).in_(WAITING) & (
-        col(Delivery.next_attempt_at).is_(None) | (col(Delivery.next_attempt_at) <= now)
-    )
+def _claimable(campaign_id: int, now: dt.datetime) -> ColumnElement[bool]:
+    """Send window open and not leased by a live worker; the state is asked for separately."""
     in_window = (col(Delivery.not_before).is_(None) | (col(Delivery.not_before) <= now)) & (
         col(Delivery.not_after).is_(None) | (col(Delivery.not_after) > now)
     )
     free = col(Delivery.lease_until).is_(None) | (col(Delivery.lease_until) < now)
-    return (col(Delivery.campaign_id) == campaign_id) & waiting & in_window & free
+    return (col(Delivery.campaign_id) == campaign_id) & in_window & free
+
+
+def _retry_time_reached(now: dt.datetime) -> ColumnElement[bool]:
+    """A queued row has no `next_attempt_at` unless its campaign backs off (the server deferred
+    a run of recipients): then it waits like a retry, without an attempt counted."""
+    return col(Delivery.next_attempt_at).is_(None) | (col(Delivery.next_attempt_at) <= now)
 
 
 def waiting(session: Session, campaign_id: int) -> int:
@@ -146,15 +145,30 @@ def claim(
     worker: str,
     lease: dt.timedelta,
 ) -> list[Claimed]:
-    """Lease up to `limit` due rows, grouped by profile; their state stays waiting until sent."""
-    rows = session.exec(
-        select(Delivery.id, Delivery.subscriber_id, Delivery.attempts, Delivery.first_attempt_at)
-        .where(due(campaign_id, now))
-        .order_by(col(Delivery.profile), col(Delivery.id))
-        .limit(limit)
-        # PostgreSQL: concurrent workers skip each other's rows; SQLite ignores it (one sender).
-        .with_for_update(skip_locked=True)
-    ).all()
+    """Lease up to `limit` due rows, grouped by profile; their state stays waiting until sent.
+
+    Retries first, then queued rows, one state per query: each walks `ix_delivery_claim` from
+    the start of its state, so rows already sent are never scanned and a claim costs the same
+    at the first row of a campaign as at its millionth.
+    """
+    rows: list[Any] = []
+    for state in (DeliveryState.RETRY, DeliveryState.QUEUED):  # WAITING, the overdue first
+        if len(rows) >= limit:
+            break
+        rows += session.exec(
+            select(
+                Delivery.id, Delivery.subscriber_id, Delivery.attempts, Delivery.first_attempt_at
+            )
+            .where(
+                _claimable(campaign_id, now),
+                col(Delivery.state) == state,
+                _retry_time_reached(now),
+            )
+            .order_by(col(Delivery.profile), col(Delivery.id))
+            .limit(limit - len(rows))
+            # PostgreSQL: concurrent workers skip each other's rows; SQLite ignores it (one sender).
+            .with_for_update(skip_locked=True)
+        ).all()
     claimed = [Claimed(int(i or 0), s, a, f) for i, s, a, f in rows]
     if claimed:
         session.execute(
