@@ -115,6 +115,11 @@ class Campaign(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    # The transport that last sent it (file, smtp, null), named when nothing is left to send.
+    transport: str = Field(default="", max_length=10)
+    # A send through file or null on an instance that really sends by smtp: its rows are no
+    # delivery, so no real send, digest or worker ever takes this campaign up.
+    rehearsal: bool = False
 
 
 class Delivery(SQLModel, table=True):

@@ -63,10 +63,17 @@ class CampaignSummary:
 
 
 def open_campaign(session: Session, issue: IssueRecord) -> tuple[Campaign, bool]:
-    """The issue's campaign still in progress or finished (so a re-send continues it), or a new one."""
+    """The issue's campaign still in progress or finished (so a re-send continues it), or a new one.
+
+    Rehearsals (see `Campaign.rehearsal`) are never reopened: each one is a campaign of its own.
+    """
     campaign = session.exec(
         select(Campaign)
-        .where(Campaign.issue_id == issue.id, Campaign.state != CampaignState.CANCELLED)
+        .where(
+            Campaign.issue_id == issue.id,
+            Campaign.state != CampaignState.CANCELLED,
+            col(Campaign.rehearsal).is_(False),
+        )
         .order_by(col(Campaign.id).desc())
     ).first()
     if campaign is not None:
@@ -404,7 +411,8 @@ def campaigns_with_work(session: Session, now: dt.datetime | None = None) -> lis
     rows = session.exec(
         select(Campaign.id, IssueRecord.slug)
         .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
-        .where(sending | scheduled)
+        # A rehearsal's rows are sent only by the `send` that made it, through its own transport.
+        .where(sending | scheduled, col(Campaign.rehearsal).is_(False))
         .order_by(col(Campaign.id))
     ).all()
     return [(int(cid), str(slug)) for cid, slug in rows if cid is not None]
