@@ -74,7 +74,9 @@ def test_a_scope_hides_and_refuses_people_of_other_missions(
 
     listed = service.list_subscribers(settings, scope=BERLIN, db=db)
     assert [v.email for v in listed] == [LI]
-    assert service.list_subscribers(settings, scope=BERLIN, embassy="fr-paris", db=db) == []
+    # Another mission's code is "not found", as an unknown one is (and as export says).
+    with pytest.raises(NotFoundError, match="embassy 'fr-paris' not found"):
+        service.list_subscribers(settings, scope=BERLIN, embassy="fr-paris", db=db)
     assert [r.email for r in service.export_lists(settings, scope=BERLIN, db=db)] == [LI]
     assert service.show_subscriber(settings, LI, scope=BERLIN, db=db).embassy == "de-berlin"
 
@@ -220,7 +222,7 @@ def test_a_handover_that_fails_midway_leaves_nothing_half_done(
     _two_missions(instance, db)
 
     # The successor's address was erased on request: refused, nothing written.
-    service.erase_subscriber(settings, SUCCESSOR, actor=STAFF, scope=ALL, db=db)
+    service.erase_subscriber(settings, SUCCESSOR, actor=STAFF, scope=ALL, suppress=True, db=db)
     with pytest.raises(SuppressedAddressError):
         service.hand_over(settings, LI, SUCCESSOR, actor=STAFF, scope=ALL, db=db)
     _untouched(db)

@@ -195,7 +195,7 @@ def test_remove_erases_and_suppresses_the_address(
     )
     assert result.exit_code == 1 and "suppression list" in result.stderr
     # An address never listed can be suppressed ahead of any import.
-    cli(runner, instance, "subscribers", "remove", "never@example.org")
+    cli(runner, instance, "subscribers", "remove", "never@example.org", "--suppress")
     assert invoke(runner, instance, "subscribers", "add", "never@example.org",
                   "--embassy", "de-berlin").exit_code == 1  # fmt: skip
 
@@ -226,7 +226,7 @@ def test_handover_gives_the_post_to_the_successor(runner: CliRunner, instance: I
     again = invoke(
         runner, instance, "subscribers", "handover", "old@example.org", "new@example.org"
     )
-    assert again.exit_code == 1 and "already on the list" in again.stderr
+    assert again.exit_code == 1 and "already handed over on" in again.stderr
 
 
 def test_require_confirmation_imports_pending_and_sends_links(

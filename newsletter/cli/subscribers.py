@@ -1,4 +1,4 @@
-"""`subscribers import|export|list|add|show|remove|handover`."""
+"""`subscribers import|export|list|add|show|remove|unsuppress|handover`."""
 
 from __future__ import annotations
 
@@ -8,26 +8,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
+    err,
     group,
     out,
     print_json,
     settings_for,
 )
-from newsletter.errors import ConfigError
+from newsletter.cli.output import output_folder, write_output
+from newsletter.errors import NotFoundError
 from newsletter.models import SubscriberStatus
 from newsletter.services import subscribers as service
 from newsletter.services.actors import Actor, Scope
 from newsletter.subscriptions import export
+from newsletter.subscriptions.erasure import NotListedError
 from newsletter.subscriptions.lists import BadRowsError, parse_sector_codes
 
 subscribers_app = group("subscribers", "Manage subscriber lists.")
 # The shell's user is who the audit trail names; the CLI sees every mission.
 EVERYWHERE = Scope.all()
+PROGRESS_FROM_ROWS = 500
 
 
 def note(text: str) -> None:
@@ -71,15 +76,29 @@ def subscribers_import(
 ) -> None:
     """Import per-embassy lists: every bad row reported, nothing changed unless --skip-invalid."""
     settings = settings_for(ctx, config)
+    # A bar only for a person watching: never into a pipe, a log file or a --json reader.
+    watched = not json_ and sys.stdout.isatty() and sys.stderr.isatty()
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        done = service.import_lists(
-            settings, paths, actor=Actor.cli(), scope=EVERYWHERE, dry_run=dry_run,
-            skip_invalid=skip_invalid, require_confirmation=require_confirmation,
-        )  # fmt: skip
+        with Progress(*columns, console=err, disable=not watched) as bar:
+            task = bar.add_task("import", total=None)
+
+            def advance(done: int, total: int) -> None:
+                # Short lists are stored before a bar could say anything useful.
+                if total >= PROGRESS_FROM_ROWS:
+                    bar.update(task, completed=done, total=total)
+
+            done = service.import_lists(
+                settings, paths, actor=Actor.cli(), scope=EVERYWHERE, dry_run=dry_run,
+                skip_invalid=skip_invalid, require_confirmation=require_confirmation,
+                progress=advance,
+            )  # fmt: skip
     except BadRowsError as exc:
         for error in exc.errors:
             note(f"{error}")
         raise
+    for file, encoding in done.encodings.items():
+        note(f"read {file} as {encoding} (not UTF-8): check its names with `subscribers list`")
     for error in done.skipped:
         note(f"skipped {error}")
     report, sent = done.report, _mail_failures(done.mail)
@@ -126,7 +145,7 @@ def subscribers_export(
     )
     if by_embassy:
         files = export.export_by_embassy(rows)
-        by_embassy.mkdir(parents=True, exist_ok=True)
+        output_folder(by_embassy)
         for name, text in files.items():
             _write_csv(by_embassy / name, text)
         note(f"wrote {len(rows)} subscribers to {len(files)} files in {by_embassy}")
@@ -139,10 +158,7 @@ def subscribers_export(
 
 def _write_csv(path: Path, text: str) -> None:
     # The BOM tells Excel the file is UTF-8; without it Chinese names open as mojibake.
-    try:
-        path.write_text(text, encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    write_output(path, text, encoding="utf-8-sig")
 
 
 @subscribers_app.command("list")
@@ -237,6 +253,13 @@ def subscribers_show(
 def subscribers_remove(
     ctx: typer.Context,
     email: str,
+    suppress: Annotated[
+        bool,
+        typer.Option(
+            "--suppress",
+            help="Also for an address not on the list: keep it from ever being added.",
+        ),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -245,14 +268,47 @@ def subscribers_remove(
     # Ask only a person at a terminal; scripts (no terminal) have said what they mean.
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Erase {email} for good?", abort=True)
-    erasure = service.erase_subscriber(settings, email, actor=Actor.cli(), scope=EVERYWHERE)
-    if erasure.subscriber_id is None:
-        note(f"{erasure.address} was not on the list; suppressed so no import adds it")
-    else:
+    try:
+        erasure = service.erase_subscriber(
+            settings, email, actor=Actor.cli(), scope=EVERYWHERE, suppress=suppress
+        )
+    except NotListedError as exc:
+        raise NotFoundError(
+            exc.kind, exc.key,
+            f"nothing erased; to keep it from ever being added or imported, run "
+            f"`newsletter subscribers remove {exc.key} --suppress`",
+        ) from None  # fmt: skip
+    if erasure.subscriber_id is not None:
         note(
             f"erased {erasure.address} (subscriber #{erasure.subscriber_id}): personal data "
             "removed, address kept only as a keyed hash on the suppression list"
         )
+    elif erasure.newly_suppressed:
+        note(
+            f"{erasure.address} was not on the list; suppressed so no import adds it "
+            f"(undo: `newsletter subscribers unsuppress {erasure.address} --reason ...`)"
+        )
+    else:
+        note(f"{erasure.address} is already erased and on the suppression list; nothing changed")
+
+
+@subscribers_app.command("unsuppress")
+def subscribers_unsuppress(
+    ctx: typer.Context,
+    email: str,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (a typo, the person asked to come back).")
+    ] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Take an address off the suppression list, so it can be added or imported again."""
+    settings = settings_for(ctx, config)
+    done = service.unsuppress(settings, email, reason=reason, actor=Actor.cli(), scope=EVERYWHERE)
+    note(
+        f"{done.address} is off the suppression list (suppressed {done.suppressed_at:%Y-%m-%d}: "
+        f"{done.reason or 'no reason kept'}); it can be added again with "
+        f"`newsletter subscribers add {done.address} --embassy CODE`"
+    )
 
 
 @subscribers_app.command("handover")

@@ -27,7 +27,7 @@ from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.render.environment import make_environment
 from newsletter.services.units import unit_of_work
 from newsletter.subscriptions import erasure as erasing
-from newsletter.subscriptions import export, lifecycle, store
+from newsletter.subscriptions import export, lifecycle, store, suppression
 from newsletter.subscriptions import handover as handing_over
 from newsletter.subscriptions.lists import (
     LANGUAGES,
@@ -35,6 +35,7 @@ from newsletter.subscriptions.lists import (
     ListRow,
     RowError,
     check_text,
+    decode_list,
     parse_list,
 )
 from newsletter.subscriptions.reasons import audit_reason
@@ -98,6 +99,7 @@ class ListImport:
     skipped: list[RowError] = field(default_factory=list)
     mail: list[MailResult] = field(default_factory=list)
     dry_run: bool = False
+    encodings: dict[str, str] = field(default_factory=dict)  # files read as other than UTF-8
 
     @property
     def confirmations_sent(self) -> int:
@@ -155,10 +157,15 @@ def list_subscribers(
     status: SubscriberStatus | None = None,
     db: Engine | None = None,
 ) -> list[store.SubscriberView]:
-    """Listed subscribers of the actor's missions (never erased rows), by embassy and address."""
+    """Listed subscribers of the actor's missions (never erased rows), by embassy and address.
+
+    An unknown embassy or sector is `NotFoundError`, as for an export: an empty list would say
+    "nobody" when the filter was mistyped. Another mission's code is "not found" as well.
+    """
     if embassy and not scope.allows(embassy):
-        return []
+        raise NotFoundError("embassy", embassy, "see `newsletter embassies list`")
     with unit_of_work(settings, db, commit=False) as session:
+        store.check_filters(session, embassy=embassy, sector=sector)
         views = store.list_views(
             session, embassy=embassy, sector=sector, status=status.value if status else None
         )
@@ -313,21 +320,88 @@ def unsubscribe_on_request(
         return _details(session, subscriber, history=False), changed
 
 
+class WholeListError(NewsletterError, PermissionError):
+    """The suppression list is shared by every mission: only an actor who sees them all edits it."""
+
+
+def _needs_every_mission(scope: Scope, what: str) -> None:
+    if scope.missions is not None:
+        raise WholeListError(f"{what} needs access to every mission; ask an administrator")
+
+
 def erase_subscriber(
-    settings: Settings, email: str, *, actor: Actor, scope: Scope, db: Engine | None = None
+    settings: Settings,
+    email: str,
+    *,
+    actor: Actor,
+    scope: Scope,
+    suppress: bool = False,
+    db: Engine | None = None,
 ) -> erasing.Erasure:
     """Erase a person's data; only a keyed hash of the address stays, so no import re-adds it.
 
-    An address not on the list is suppressed all the same; one of another mission is "not found".
+    An address not on the list is `NotListedError` (nothing written) unless `suppress`: then it
+    goes on the suppression list all the same, which only an actor of every mission may do. One
+    of another mission is "not found", word for word as an address nobody has.
     """
     with unit_of_work(settings, db) as session:
-        try:
-            listed: Subscriber | None = store.find(session, email)
-        except NotFoundError:
-            listed = None
+        listed = store.by_address(session, addresses.normalise(email))
         if listed is not None and not scope.allows(listed.embassy_code):
-            raise NotFoundError("subscriber", listed.email, _HINT)
-        return erasing.erase(session, settings.secret, email, actor=actor)
+            if suppress:
+                _needs_every_mission(scope, "suppressing an address none of your missions lists")
+            raise erasing.NotListedError(listed.email)
+        if listed is None and suppress:
+            _needs_every_mission(scope, "suppressing an address none of your missions lists")
+        if listed is None and scope.missions is not None:
+            raise erasing.NotListedError(addresses.normalise(email))  # suppressed or not: unsaid
+        return erasing.erase(
+            session, settings.secret, email, actor=actor, suppress_unlisted=suppress
+        )
+
+
+@dataclass(frozen=True)
+class Unsuppressed:
+    address: str
+    suppressed_at: dt.datetime
+    reason: str  # why it was suppressed ("erased on request")
+
+
+class NotSuppressedError(NotFoundError):
+    def __init__(self, address: str) -> None:
+        super().__init__("suppressed address", address, "it can be added or imported as it is")
+
+
+def unsuppress(
+    settings: Settings,
+    email: str,
+    *,
+    reason: str,
+    actor: Actor,
+    scope: Scope,
+    db: Engine | None = None,
+) -> Unsuppressed:
+    """Take an address off the suppression list, with the reason the audit trail keeps.
+
+    For a mistake (a typo suppressed) or a person who asks to come back: the address may then
+    be added or imported again; nothing else changes (an erased person's data stays erased).
+    """
+    why = audit_reason(
+        reason, error=RequestReasonError,
+        missing="give a --reason: the audit log records why the suppression was lifted",
+    )  # fmt: skip
+    address = addresses.normalise(email)
+    _needs_every_mission(scope, "lifting a suppression")
+    with unit_of_work(settings, db) as session:
+        entry = suppression.lift(session, settings.secret, address)
+        if entry is None:
+            raise NotSuppressedError(address)
+        store.audit_unlisted(
+            session, "unsuppressed", actor=actor.label, via=actor.via,
+            detail=f"suppression {entry.email_hash[:16]} of {address} lifted: {why}",
+        )  # fmt: skip
+        session.flush()
+    log.info("%s (via %s) lifted the suppression of %s", actor.label, actor.via, address)
+    return Unsuppressed(address, entry.at, entry.reason)
 
 
 def hand_over(
@@ -376,13 +450,12 @@ def _list_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _read_text(file: Path) -> str:
+def _read_text(file: Path) -> tuple[str, str]:
     try:
-        return file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ListImportError(f"{file}: not UTF-8 text; save the list as CSV UTF-8") from None
+        data = file.read_bytes()
     except OSError as exc:
         raise ListImportError(f"cannot read {file}: {exc.strerror}") from None
+    return decode_list(data, source=str(file))
 
 
 def _cross_file_duplicates(rows: list[ListRow], errors: list[RowError]) -> list[ListRow]:
@@ -411,27 +484,36 @@ def _out_of_scope(session: Session, rows: list[ListRow], scope: Scope) -> list[R
     return errors
 
 
-def read_lists(
-    session: Session, paths: Sequence[Path], *, scope: Scope
-) -> tuple[list[ListRow], list[RowError]]:
+@dataclass
+class ReadLists:
+    rows: list[ListRow]
+    errors: list[RowError]
+    encodings: dict[str, str]  # file -> encoding, for files not in UTF-8
+
+
+def read_lists(session: Session, paths: Sequence[Path], *, scope: Scope) -> ReadLists:
     """Every row of every list, and every bad row (bad cells, duplicates, other missions)."""
     embassies = set(directory.embassies(session))
     sectors = set(directory.sectors(session))
     rows: list[ListRow] = []
     errors: list[RowError] = []
+    encodings: dict[str, str] = {}
     for file in _list_files(paths):
         embassy = file.stem if file.stem in embassies else None
+        text, encoding = _read_text(file)
+        if not encoding.startswith("UTF-8"):
+            encodings[str(file)] = encoding
         got, bad = parse_list(
-            _read_text(file), source=str(file), embassy=embassy, embassies=embassies,
-            sectors=sectors,
-        )  # fmt: skip
+            text, source=str(file), embassy=embassy, embassies=embassies, sectors=sectors
+        )
         rows.extend(got)
         errors.extend(bad)
     unique = _cross_file_duplicates(rows, errors)
     outside = _out_of_scope(session, unique, scope)
     errors.extend(outside)
     refused = {(e.source, e.line) for e in outside}
-    return [r for r in unique if (r.source, r.line) not in refused], errors
+    kept = [r for r in unique if (r.source, r.line) not in refused]
+    return ReadLists(kept, errors, encodings)
 
 
 def import_lists(
@@ -444,22 +526,26 @@ def import_lists(
     skip_invalid: bool = False,
     require_confirmation: bool = False,
     mail: bool = True,
+    progress: store.Progress | None = None,
     db: Engine | None = None,
 ) -> ListImport:
     """Import per-mission lists in one transaction: every row stored, or none.
 
     Bad rows stop the import (`BadRowsError` carries them all) unless `skip_invalid`. A dry
     run reports what would change and changes nothing. New pending subscribers are sent a link
-    to confirm once the import is committed (`mail=False`: not).
+    to confirm once the import is committed (`mail=False`: not). `progress(done, total)` is
+    told how far the storing has gone, for a bar on long lists.
     """
     status = SubscriberStatus.PENDING if require_confirmation else SubscriberStatus.ACTIVE
     with unit_of_work(settings, db, commit=not dry_run) as session:
-        rows, errors = read_lists(session, paths, scope=scope)
+        read = read_lists(session, paths, scope=scope)
+        rows, errors = read.rows, read.errors
         if errors and not skip_invalid:
             raise BadRowsError(errors)
         report = store.import_rows(
-            session, rows, status=status, actor=actor.label, via="import", secret=settings.secret
-        )
+            session, rows, status=status, actor=actor.label, via="import",
+            secret=settings.secret, progress=progress,
+        )  # fmt: skip
         invites = [
             MailRequest.about(MailKind.INVITE, s)
             for s in report.created
@@ -467,7 +553,7 @@ def import_lists(
         ]
     log.info("%s (via %s) imported %d rows", actor.label, actor.via, len(rows))
     sent = [] if dry_run or not mail else send_subscription_mail(settings, invites)
-    return ListImport(report, errors, sent, dry_run)
+    return ListImport(report, errors, sent, dry_run, read.encodings)
 
 
 def send_subscription_mail(settings: Settings, requests: Sequence[MailRequest]) -> list[MailResult]:

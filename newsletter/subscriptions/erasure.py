@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from newsletter.actors import Actor
-from newsletter.errors import ListImportError
+from newsletter.errors import ListImportError, NotFoundError
 from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
 from newsletter.subscriptions import store, suppression
 from newsletter.subscriptions.lists import normalise_email
@@ -55,15 +55,45 @@ def _anonymise(session: Session, subscriber: Subscriber, *, actor: Actor) -> Non
     store.audit(session, subscriber, "erased", actor=actor.label, via=actor.via)
 
 
-def erase(session: Session, secret: bytes, email: str, *, actor: Actor) -> Erasure:
-    """Erase the person behind `email` (if listed) and suppress the address (no commit)."""
+class NotListedError(NotFoundError):
+    """`erase` of an address nobody on the list has: nothing erased, nothing suppressed.
+
+    Worded exactly as any "subscriber not found", so a scoped actor cannot tell an address of
+    another mission from one nobody has.
+    """
+
+    def __init__(self, address: str) -> None:
+        super().__init__("subscriber", address, "see `newsletter subscribers list`")
+
+
+def erase(
+    session: Session, secret: bytes, email: str, *, actor: Actor, suppress_unlisted: bool = False
+) -> Erasure:
+    """Erase the person behind `email` and suppress the address (no commit).
+
+    An address not on the list is suppressed only with `suppress_unlisted`: otherwise a typo
+    would be kept from every future import with no word said (`NotListedError`). One already
+    suppressed (erased before) is left as it is.
+    """
     try:
         address = normalise_email(email)
     except ValueError as exc:
         raise ListImportError(f"{email!r} is not a valid address: {exc}") from None
     subscriber = store.by_address(session, address)
+    if subscriber is None and not suppress_unlisted:
+        if suppression.is_suppressed(session, secret, address):
+            return Erasure(address, None, newly_suppressed=False)
+        raise NotListedError(address)
     if subscriber is not None:
         _anonymise(session, subscriber, actor=actor)
     added = suppression.suppress(session, secret, address, reason="erased on request")
+    if subscriber is None and added:
+        # Nobody's row to hang it on. The entry names only the keyed hash: whoever asked never
+        # to be mailed must not be named by the record of it.
+        digest = suppression.address_hash(secret, address)
+        store.audit_unlisted(
+            session, "suppressed", actor=actor.label, via=actor.via,
+            detail=f"suppression {digest[:16]} added (address not on the list)",
+        )  # fmt: skip
     session.flush()
     return Erasure(address, subscriber.id if subscriber else None, added)

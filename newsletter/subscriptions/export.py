@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 from sqlmodel import Session
 
-from newsletter.errors import NotFoundError
-from newsletter.models import Embassy, Sector
 from newsletter.subscriptions import store
 from newsletter.subscriptions.lists import ListRow, write_list
 
@@ -21,10 +19,7 @@ def export_rows(
     status: str | None = None,
 ) -> list[ListRow]:
     """The listed subscribers (never erased rows) as list rows, by embassy then address."""
-    if embassy and session.get(Embassy, embassy) is None:
-        raise NotFoundError("embassy", embassy, "see `newsletter embassies list`")
-    if sector and session.get(Sector, sector) is None:
-        raise NotFoundError("sector", sector, "see `newsletter sectors list`")
+    store.check_filters(session, embassy=embassy, sector=sector)
     views = store.list_views(session, embassy=embassy, sector=sector, status=status)
     return [
         ListRow(v.email, v.name, v.title, v.embassy, v.sectors, v.language, "export", 0, v.status)

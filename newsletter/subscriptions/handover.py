@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from newsletter import interests
 from newsletter.actors import Actor
@@ -42,6 +42,28 @@ def _successor_address(session: Session, secret: bytes, email: str, old: Subscri
     return address
 
 
+def _earlier_handover(session: Session, old: Subscriber) -> None:
+    """Refuse a second handover of the same post while the first successor is still listed.
+
+    A second run (a retried script, a colleague doing it again) would give the post two
+    successors, both mailed. A successor since erased (a typo removed) leaves the post free.
+    """
+    assert old.id is not None
+    successor = session.exec(
+        select(Subscriber)
+        .where(Subscriber.consent_source == f"handover:{old.id}")
+        .order_by(col(Subscriber.id))
+    ).first()
+    if successor is None or suppression.is_erased(successor):
+        return
+    raise HandoverError(
+        f"{old.email} was already handed over on {successor.created_at:%Y-%m-%d} to "
+        f"{successor.email} (subscriber #{successor.id}, {successor.status}); hand over from "
+        f"{successor.email} if the post changed hands again, or remove {successor.email} first "
+        "if it was a mistake"
+    )
+
+
 def handover(
     session: Session,
     secret: bytes,
@@ -60,6 +82,7 @@ def handover(
     assert old.id is not None
     if suppression.is_erased(old):
         raise HandoverError(f"{old_email} was erased; nothing to hand over")
+    _earlier_handover(session, old)
     address = _successor_address(session, secret, new_email, old)
     problem = check_text(name.strip(), "name")
     if problem:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import io
+import re
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,6 +64,34 @@ class BadRowsError(ListImportError):
         )
 
 
+def decode_list(data: bytes, *, source: str) -> tuple[str, str]:
+    """(text, encoding name) of a list file: UTF-8 (with or without a BOM), else GB18030.
+
+    GB18030 (a superset of GBK) is what Excel on Chinese Windows saves as plain "CSV"; a file in
+    neither is refused with what to save instead, never read as mojibake.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ListImportError(
+            f'{source}: UTF-16 text (Excel\'s "Unicode Text"), not CSV; save the list as '
+            '"CSV UTF-8"'
+        )
+    bom = data.startswith(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8-sig"), "UTF-8 with BOM" if bom else "UTF-8"
+    except UnicodeDecodeError as exc:
+        if bom:
+            raise ListImportError(
+                f"{source}: starts as UTF-8 but byte {exc.start} is not UTF-8; save the list "
+                'again as "CSV UTF-8"'
+            ) from None
+    try:
+        return data.decode("gb18030"), "GB18030"
+    except UnicodeDecodeError:
+        raise ListImportError(
+            f'{source}: neither UTF-8 nor GB18030/GBK text; save the list as "CSV UTF-8"'
+        ) from None
+
+
 def normalise_email(raw: str) -> str:
     """`addresses.normalise`, raising a ValueError that says only what is wrong.
 
@@ -98,8 +128,13 @@ def check_text(value: str, column: str, limit: int = MAX_NAME) -> str | None:
     return None
 
 
+# Between sector codes: `;` as documented, `,` as `--sectors` takes them, and what a Chinese
+# input method types in their place (full-width ；and ，, and the enumeration comma 、).
+_SECTOR_SEPARATORS = re.compile(r"[;,；，、]")
+
+
 def parse_sector_codes(cell: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(c.strip() for c in cell.replace(",", ";").split(";") if c.strip()))
+    return tuple(dict.fromkeys(c.strip() for c in _SECTOR_SEPARATORS.split(cell) if c.strip()))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
 
+from newsletter import audit_log
 from newsletter.errors import ConfigError, ListImportError, NotFoundError
 from newsletter.interests import sectors_of
 from newsletter.models import (
@@ -26,6 +27,10 @@ from newsletter.subscriptions.lists import ListRow, normalise_email
 DEPARTED = frozenset(
     {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
 )
+
+
+Progress = Callable[[int, int], None]  # (rows done, rows in all)
+PROGRESS_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,30 @@ def audit(
     via: str,
     detail: str = "",
 ) -> None:
+    """One event in the subscriber's timeline, and its link in the audit chain.
+
+    The chain gets no free text: details may quote an address, which an erasure scrubs from
+    the timeline but could not scrub from a chained row without breaking the chain.
+    """
     session.add(
         AuditEvent(
             subscriber_id=subscriber.id, action=action, old_status=old,
             new_status=str(subscriber.status), actor=actor, via=via, detail=detail,
         )
     )  # fmt: skip
+    kind, actor_id = audit_log.split_label(actor)
+    change = (
+        {"old": old, "new": str(subscriber.status)} if old else {"status": str(subscriber.status)}
+    )
+    audit_log.append(session, audit_log.Entry(
+        actor_kind=kind, actor_id=actor_id, via=via, action=f"subscriber.{action}",
+        target=f"subscriber:{subscriber.id}", mission=subscriber.embassy_code, detail=change,
+    ))  # fmt: skip
+
+
+def audit_unlisted(session: Session, action: str, *, actor: str, via: str, detail: str) -> None:
+    """An audit entry about an address with no subscriber row (a suppression made or lifted)."""
+    session.add(AuditEvent(subscriber_id=None, action=action, actor=actor, via=via, detail=detail))
 
 
 def set_status(
@@ -133,6 +156,14 @@ def history(session: Session, subscriber_id: int) -> list[AuditEvent]:
         .order_by(col(AuditEvent.at), col(AuditEvent.id))
     )
     return list(session.exec(query).all())
+
+
+def check_filters(session: Session, *, embassy: str | None, sector: str | None) -> None:
+    """`NotFoundError` for a filter naming an embassy or sector that does not exist."""
+    if embassy and session.get(Embassy, embassy) is None:
+        raise NotFoundError("embassy", embassy, "see `newsletter embassies list`")
+    if sector and session.get(Sector, sector) is None:
+        raise NotFoundError("sector", sector, "see `newsletter sectors list`")
 
 
 def validate_refs(session: Session, embassy: str, sectors: Sequence[str]) -> None:
@@ -245,22 +276,26 @@ def import_rows(
     actor: str = "staff",
     via: str = "import",
     secret: bytes | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Store every row in the caller's transaction (no commit: a dry run rolls it back).
 
     Addresses on the suppression list are reported in `suppressed` and never stored.
+    `progress(done, total)` hears every PROGRESS_EVERY rows and at the end.
     """
     report = ImportReport()
     _check_secret(session, secret)
     blocked = suppression.suppressed(session, secret, (r.email for r in rows)) if secret else set()
-    for row in rows:
+    for done, row in enumerate(rows, 1):
         if row.email in blocked:
             report.suppressed.append(row.email)
-            continue
-        upsert(
-            session, row, status=status, actor=actor, via=via,
-            consent=f"import:{row.source}", report=report,
-        )  # fmt: skip
+        else:
+            upsert(
+                session, row, status=status, actor=actor, via=via,
+                consent=f"import:{row.source}", report=report,
+            )  # fmt: skip
+        if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(rows)):
+            progress(done, len(rows))
     session.flush()
     return report
 

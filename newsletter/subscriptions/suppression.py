@@ -24,7 +24,8 @@ class SuppressedAddressError(ListImportError):
         self.address = address
         super().__init__(
             f"{address} is on the suppression list (erased at the person's request); "
-            "it cannot be added again"
+            "it cannot be added again unless the suppression is lifted (a mistake, or the "
+            f"person asked to come back): `newsletter subscribers unsuppress {address} --reason ...`"
         )
 
 
@@ -55,6 +56,14 @@ def suppress(session: Session, secret: bytes, address: str, *, reason: str) -> b
         return False
     session.add(Suppression(email_hash=digest, reason=reason))
     return True
+
+
+def lift(session: Session, secret: bytes, address: str) -> Suppression | None:
+    """Take a normalised address off the list (no commit): the entry removed, None if absent."""
+    entry = session.get(Suppression, address_hash(secret, address))
+    if entry is not None:
+        session.delete(entry)
+    return entry
 
 
 def suppressed(session: Session, secret: bytes, addresses: Iterable[str]) -> set[str]:

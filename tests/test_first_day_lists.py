@@ -1,0 +1,233 @@
+"""A newcomer's first day with the lists and links (issue 10): nothing suppressed or handed over
+by accident, filters and tags that tell the truth, digests that show every chosen sector, mail
+that greets people by the name staff gave, logs that hold no capability."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+from typer.testing import CliRunner
+
+from newsletter.models import AuditEvent, Subscriber
+from tests.conftest import Instance, cli, database, fails, invoke
+
+BERLIN = "de-berlin"
+LI = "li.wei@mission-berlin.example.org"
+TYPO = "li.wie@mission-berlin.example.org"
+
+
+def _audit(instance: Instance, action: str) -> list[AuditEvent]:
+    with database(instance) as engine, Session(engine) as session:
+        query = select(AuditEvent).where(AuditEvent.action == action).order_by(col(AuditEvent.id))
+        return list(session.exec(query).all())
+
+
+def _people(instance: Instance) -> dict[str, str]:
+    rows = json.loads(cli(CliRunner(), instance, "subscribers", "list", "--json"))
+    return {r["email"]: r["status"] for r in rows}
+
+
+# --- 8. remove and unsuppress --------------------------------------------------------------------
+
+
+def test_removing_an_address_not_on_the_list_fails_and_suppresses_nothing(
+    runner: CliRunner, instance: Instance
+) -> None:
+    cli(runner, instance, "subscribers", "add", LI, "--embassy", BERLIN, "--name", "李伟")
+
+    error = fails(runner, instance, "subscribers", "remove", TYPO, "--yes")
+    assert f"subscriber '{TYPO}' not found" in error
+    assert f"newsletter subscribers remove {TYPO} --suppress" in error
+    # The typo was not suppressed: the address can still be added, and Li is untouched.
+    cli(runner, instance, "subscribers", "add", TYPO, "--embassy", BERLIN)
+    assert _people(instance) == {LI: "active", TYPO: "active"}
+    assert _audit(instance, "suppressed") == []
+
+
+def test_suppress_then_unsuppress_an_address_with_the_reason_audited(
+    runner: CliRunner, instance: Instance
+) -> None:
+    asked = "never.mail@example.org"
+    done = invoke(runner, instance, "subscribers", "remove", asked, "--suppress", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "not on the list; suppressed" in done.stderr
+    refused = fails(runner, instance, "subscribers", "add", asked, "--embassy", BERLIN)
+    assert "on the suppression list" in refused and "subscribers unsuppress" in refused
+    [suppressed] = _audit(instance, "suppressed")
+    assert asked not in suppressed.detail  # only the keyed hash names them
+    assert suppressed.actor.startswith("cli:")
+
+    # The same again changes nothing and says so.
+    again = invoke(runner, instance, "subscribers", "remove", asked, "--yes")
+    assert again.exit_code == 0 and "already erased" in again.stderr
+
+    assert "--reason" in fails(runner, instance, "subscribers", "unsuppress", asked)
+    lifted = invoke(
+        runner, instance, "subscribers", "unsuppress", asked, "--reason", "asked to come back"
+    )
+    assert lifted.exit_code == 0, lifted.output
+    assert f"{asked} is off the suppression list" in lifted.stderr
+    [event] = _audit(instance, "unsuppressed")
+    assert asked in event.detail and "asked to come back" in event.detail
+    assert event.actor.startswith("cli:") and event.via == "cli"
+
+    cli(runner, instance, "subscribers", "add", asked, "--embassy", BERLIN)
+    assert _people(instance) == {asked: "active"}
+    twice = fails(runner, instance, "subscribers", "unsuppress", asked, "--reason", "twice")
+    assert f"suppressed address '{asked}' not found" in twice
+
+
+def test_an_erased_person_who_comes_back_can_be_imported_again(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    listed = tmp_path / f"{BERLIN}.csv"
+    listed.write_text(f"email,name,sectors\n{LI},李伟,ai\n", encoding="utf-8")
+    cli(runner, instance, "subscribers", "import", str(listed))
+    cli(runner, instance, "subscribers", "remove", LI, "--yes")
+    assert "suppressed" in invoke(runner, instance, "subscribers", "import", str(listed)).stderr
+    assert _people(instance) == {}
+
+    cli(runner, instance, "subscribers", "unsuppress", LI, "--reason", "letter of 2 December")
+    cli(runner, instance, "subscribers", "import", str(listed))
+    assert _people(instance) == {LI: "active"}
+
+
+# --- 9. handover once --------------------------------------------------------------------------
+
+
+def test_a_second_handover_from_the_same_address_is_refused_naming_the_first(
+    runner: CliRunner, instance: Instance
+) -> None:
+    first, second = "zhao.lei@mission-berlin.example.org", "wu.xin@mission-berlin.example.org"
+    cli(runner, instance, "subscribers", "add", LI, "--embassy", BERLIN, "--sectors", "ai")
+    cli(runner, instance, "subscribers", "handover", LI, first, "--no-mail")
+
+    error = fails(runner, instance, "subscribers", "handover", LI, second, "--no-mail")
+    with database(instance) as engine, Session(engine) as session:
+        successor = session.exec(select(Subscriber).where(Subscriber.email == first)).one()
+    assert f"already handed over on {successor.created_at:%Y-%m-%d} to {first}" in error
+    assert second not in _people(instance)
+    assert _people(instance) == {LI: "unsubscribed", first: "pending"}
+
+    # A successor removed as a mistake frees the post for the right one.
+    cli(runner, instance, "subscribers", "remove", first, "--yes")
+    cli(runner, instance, "subscribers", "handover", LI, second, "--no-mail")
+    assert _people(instance) == {LI: "unsubscribed", second: "pending"}
+
+
+# --- 13. filters -------------------------------------------------------------------------------
+
+
+def test_list_filters_naming_nothing_are_errors_as_for_export(
+    runner: CliRunner, instance: Instance
+) -> None:
+    cli(runner, instance, "subscribers", "add", LI, "--embassy", BERLIN, "--sectors", "ai")
+    for option, value, hint in (
+        ("--embassy", "xx-nowhere", "newsletter embassies list"),
+        ("--sector", "quantum-gravity", "newsletter sectors list"),
+    ):
+        listed = fails(runner, instance, "subscribers", "list", option, value)
+        exported = fails(runner, instance, "subscribers", "export", option, value)
+        assert listed == exported
+        assert f"'{value}' not found" in listed and hint in listed
+    bad_status = invoke(runner, instance, "subscribers", "list", "--status", "gone")
+    assert bad_status.exit_code == 2
+    assert "'gone' is not one of" in bad_status.stderr and "active" in bad_status.stderr
+    assert json.loads(cli(runner, instance, "subscribers", "list", "--sector", "ai", "--json"))
+
+
+# --- 15. lists as Excel on Chinese Windows saves them ---------------------------------------------
+
+LIST = "email,name,title,sectors,language\n{email},李伟,科技参赞,{sectors},zh\n"
+
+
+def _sectors_of(instance: Instance, email: str) -> list[str]:
+    shown = json.loads(cli(CliRunner(), instance, "subscribers", "show", email, "--json"))
+    return sorted(shown["sectors"])
+
+
+def test_import_reads_gb18030_and_utf8_with_bom_and_full_width_separators(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    gbk = "gbk@mission-berlin.example.org"
+    (folder / "de-berlin.csv").write_bytes(
+        LIST.format(email=gbk, sectors="ai；big-data-cloud").encode("gbk")
+    )
+    bom = "bom@mission-paris.example.org"
+    (folder / "fr-paris.csv").write_bytes(
+        LIST.format(email=bom, sectors="ai，biomedicine、new-materials").encode("utf-8-sig")
+    )
+    done = invoke(runner, instance, "subscribers", "import", str(folder))
+    assert done.exit_code == 0, done.output
+    assert "2 added" in done.stderr
+    assert f"read {folder / 'de-berlin.csv'} as GB18030" in done.stderr
+    assert "fr-paris.csv as" not in done.stderr  # UTF-8, with or without BOM, needs no word
+    people = json.loads(cli(runner, instance, "subscribers", "list", "--json"))
+    assert {p["email"]: p["name"] for p in people} == {gbk: "李伟", bom: "李伟"}
+    assert _sectors_of(instance, gbk) == ["ai", "big-data-cloud"]
+    assert _sectors_of(instance, bom) == ["ai", "biomedicine", "new-materials"]
+    # --sectors takes what an input method types as well.
+    cli(runner, instance, "subscribers", "add", LI, "--embassy", BERLIN, "--sectors", "ai；talent")
+    assert _sectors_of(instance, LI) == ["ai", "talent"]
+
+
+def test_a_list_in_no_encoding_we_read_is_refused_with_what_to_save(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    listed = tmp_path / "de-berlin.csv"
+    listed.write_bytes(LIST.format(email=LI, sectors="ai").encode("utf-16"))
+    assert 'save the list as "CSV UTF-8"' in fails(
+        runner, instance, "subscribers", "import", str(listed)
+    )
+    listed.write_bytes(b"email,name\n" + LI.encode() + b",\x80\xff\n")
+    error = fails(runner, instance, "subscribers", "import", str(listed))
+    assert "neither UTF-8 nor GB18030" in error
+    assert _people(instance) == {}
+
+
+def _at_a_terminal(*args: str) -> tuple[int, str]:
+    """Run `newsletter ARGS` with stdout and stderr on a pseudo-terminal, as a person would."""
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()", *args]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=child, stderr=child, env=env
+    )
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    return process.wait(timeout=120), seen.decode("utf-8", "replace")
+
+
+def test_a_long_import_shows_progress_at_a_terminal_only(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    listed = tmp_path / "de-berlin.csv"
+    rows = "".join(f"p{n}@mission-berlin.example.org,人{n},,ai,zh\n" for n in range(1200))
+    listed.write_text("email,name,title,sectors,language\n" + rows, encoding="utf-8")
+
+    status, screen = _at_a_terminal("--config", str(instance.config), "subscribers", "import",
+                                    str(listed), "--dry-run")  # fmt: skip
+    assert status == 0, screen
+    assert "importing" in screen and "1200/1200" in screen
+    assert "would import: 1200 added" in screen
+
+    piped = invoke(runner, instance, "subscribers", "import", str(listed))
+    assert piped.exit_code == 0 and "imported: 1200 added" in piped.stderr
+    assert "importing" not in piped.output and "1200/1200" not in piped.output
