@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlmodel import Session, col, select
 
 import newsletter
-from newsletter.errors import ConfigError
-from newsletter.models import Embassy, Sector
+from newsletter.errors import ConfigError, NewsletterError, NotFoundError
+from newsletter.models import AuditEvent, Embassy, MissionClosure, Sector
 from newsletter.taxonomy import EmbassyDef, SectorDef, parse_embassies, parse_sectors
+
+# The host city's subdivision (ISO 3166-2, as the `holidays` package names it) where its public
+# holidays differ from the country's: Munich keeps Bavaria's, a mission to the UN in Geneva the
+# canton's, to the UN in New York the state's. A city not listed keeps the national calendar.
+HOST_SUBDIVISIONS: dict[tuple[str, str], str] = {
+    ("AU", "Canberra"): "ACT", ("AU", "Sydney"): "NSW",
+    ("BR", "Brasília"): "DF",
+    ("CA", "Ottawa"): "ON", ("CA", "Vancouver"): "BC",
+    ("CH", "Bern"): "BE", ("CH", "Geneva"): "GE",
+    ("DE", "Berlin"): "BE", ("DE", "Munich"): "BY",
+    ("GB", "London"): "ENG",
+    ("IN", "Mumbai"): "MH", ("IN", "New Delhi"): "DL",
+    ("IT", "Rome"): "RM",
+    ("MY", "Kuala Lumpur"): "14",
+    ("NZ", "Wellington"): "WGN",
+    ("US", "Chicago"): "IL", ("US", "Los Angeles"): "CA", ("US", "New York"): "NY",
+    ("US", "San Francisco"): "CA", ("US", "Washington"): "DC",
+}  # fmt: skip
+# A closure longer than this is a typo in a date.
+MAX_CLOSURE_DAYS = 366
+
+
+def host_subdivision(country: str, city: str) -> str:
+    return HOST_SUBDIVISIONS.get((country.upper(), city.strip()), "")
 
 
 @dataclass(frozen=True)
@@ -80,3 +105,102 @@ def embassies(session: Session) -> dict[str, EmbassyDef]:
         )
         for r in rows
     }
+
+
+# --- closures ---------------------------------------------------------------------------------
+
+
+class ClosureInputError(NewsletterError, ValueError):
+    """A closure's dates cannot be stored as given."""
+
+
+def _embassy(session: Session, code: str) -> Embassy:
+    embassy = session.get(Embassy, code)
+    if embassy is None:
+        raise NotFoundError("mission", code, "see `newsletter embassies list`")
+    return embassy
+
+
+def add_closure(
+    session: Session,
+    code: str,
+    first: dt.date,
+    last: dt.date,
+    reason: str,
+    *,
+    actor: str,
+    via: str,
+    now: dt.datetime,
+) -> MissionClosure:
+    """Record a closure (no commit), audited; refused when it overlaps one already recorded."""
+    _embassy(session, code)
+    if last < first:
+        raise ClosureInputError(
+            f"--to {last.isoformat()} is before {first.isoformat()}; give the last closed day"
+        )
+    if (last - first).days >= MAX_CLOSURE_DAYS:
+        raise ClosureInputError(
+            f"{first.isoformat()} to {last.isoformat()} is longer than {MAX_CLOSURE_DAYS} days; "
+            "check the dates"
+        )
+    overlap = session.exec(
+        select(MissionClosure).where(
+            col(MissionClosure.embassy_code) == code,
+            col(MissionClosure.first_day) <= last,
+            col(MissionClosure.last_day) >= first,
+        )
+    ).first()
+    if overlap is not None:
+        raise ClosureInputError(
+            f"{code} is already closed {overlap.first_day.isoformat()} to "
+            f"{overlap.last_day.isoformat()} (closure {overlap.id}); remove it first with "
+            f"`newsletter embassies closure remove {overlap.id}`"
+        )
+    closure = MissionClosure(
+        embassy_code=code, first_day=first, last_day=last, reason=reason.strip(), created_at=now
+    )
+    session.add(closure)
+    session.flush()
+    _audit(session, "closure_added", closure, actor=actor, via=via, now=now)
+    return closure
+
+
+def _audit(
+    session: Session,
+    action: str,
+    closure: MissionClosure,
+    *,
+    actor: str,
+    via: str,
+    now: dt.datetime,
+) -> None:
+    # The audit trail is about subscribers; a closure names its mission in the detail instead.
+    detail = (
+        f"closure {closure.id}: {closure.embassy_code} {closure.first_day.isoformat()} to "
+        f"{closure.last_day.isoformat()}" + (f" ({closure.reason})" if closure.reason else "")
+    )
+    session.add(AuditEvent(action=action, actor=actor, via=via, detail=detail, at=now))
+    session.flush()
+
+
+def closures(session: Session, code: str | None = None) -> list[MissionClosure]:
+    """Closures by mission and first day (of one mission when `code` is given)."""
+    query = select(MissionClosure).order_by(
+        col(MissionClosure.embassy_code), col(MissionClosure.first_day)
+    )
+    if code is not None:
+        _embassy(session, code)
+        query = query.where(col(MissionClosure.embassy_code) == code)
+    return list(session.exec(query))
+
+
+def remove_closure(
+    session: Session, closure_id: int, *, actor: str, via: str, now: dt.datetime
+) -> MissionClosure:
+    closure = session.get(MissionClosure, closure_id)
+    if closure is None:
+        raise NotFoundError("closure", str(closure_id), "see `newsletter embassies closure list`")
+    _audit(session, "closure_removed", closure, actor=actor, via=via, now=now)
+    session.delete(closure)
+    session.flush()
+    return closure

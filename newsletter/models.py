@@ -192,6 +192,8 @@ class SchedulePlan(SQLModel, table=True):
     recipients: int = 0
     state: PlanState = Field(default=PlanState.PLANNED, index=True, sa_type=String(20))
     reason: str = ""
+    # Why it fires later than the date asked for (holidays, closures, weekend); "" if it does not.
+    moved: str = ""
     created_at: dt.datetime = Field(default_factory=utcnow)
     fired_at: dt.datetime | None = None
 
@@ -213,6 +215,8 @@ class DigestSchedule(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     cron: str = Field(max_length=120)
     local: bool = False
+    # Rows of a mission closed on a run's day wait for its next working morning.
+    working_days: bool = False
     state: DigestState = Field(default=DigestState.ACTIVE, sa_type=String(20))
     created_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -257,3 +261,16 @@ class WebRateLimit(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=64)
     slot: int = Field(primary_key=True, index=True)
     hits: int = 0
+
+
+class MissionClosure(SQLModel, table=True):
+    """Days staff closed a mission on, besides its host's public holidays and its weekend."""
+
+    __tablename__ = "mission_closure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    embassy_code: str = Field(foreign_key="embassy.code", index=True, max_length=60)
+    first_day: dt.date
+    last_day: dt.date
+    reason: str = ""
+    created_at: dt.datetime = Field(default_factory=utcnow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from newsletter.cli import (  # noqa: F401
     bounces,
+    calendar,
     campaigns,
     issues,
     reference,

@@ -55,13 +55,25 @@ def _short(iso: object) -> str:
 
 def _plan_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
-        "id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state", "campaign"
-    )
+        "id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state", "campaign",
+        "later because",
+    )  # fmt: skip
     for r in rows:
         table.add_row(
             str(r["id"]), str(r["issue"]), str(r["timezone"]), _short(r["next_run_local"]),
             _short(r["next_run_utc"])[:16], str(r["recipients"]), str(r["sent"]),
             str(r["missed"]), str(r["state"]), f"{r['campaign']} {r['campaign_state']}",
+            str(r.get("moved") or ""),
+        )  # fmt: skip
+    return table
+
+
+def _preview_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("timezone", "local", "UTC", "missions", "to", "later because")
+    for r in rows:
+        table.add_row(
+            str(r["timezone"]), _short(r["next_run_local"]), _short(r["next_run_utc"])[:16],
+            " ".join(r["missions"]), str(r["recipients"]), str(r["moved"] or ""),
         )  # fmt: skip
     return table
 
@@ -84,13 +96,19 @@ def schedule_add(
     working_days: Annotated[
         bool,
         typer.Option(
-            "--working-days", help="A mission whose weekend it is gets its next working day."
+            "--working-days",
+            help="A mission on its weekend, a public holiday of its host or a closure gets its "
+            "next working day.",
         ),
     ] = False,
     at: Annotated[
         str | None,
         typer.Option("--at", help="One absolute time with offset, e.g. 2020-08-04T09:00+08:00."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show the sends it would plan and why; store nothing."),
+    ] = False,
     config: ConfigOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -100,6 +118,18 @@ def schedule_add(
         when = service.when(settings, local=local, date=date, working_days=working_days, at=at)
     except service.ConflictingTimesError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if dry_run:
+        preview = [p.as_dict() for p in service.preview_issue(settings, slug, when)]
+        if json_:
+            print_json(preview)
+            return
+        out.print(_preview_table(preview))
+        err.print(
+            f"dry run: {sum(int(str(p['recipients'])) for p in preview)} recipients in "
+            f"{len(preview)} sends; nothing was scheduled",
+            markup=False,
+        )
+        return
     scheduled = service.schedule_issue(settings, slug, when, actor=Actor.cli())
     rows = [p.as_dict() for p in scheduled.plans]
     if json_:
@@ -156,18 +186,29 @@ def digest_schedule(
     local: Annotated[
         bool, typer.Option("--local", help="Read the cron in each mission's local time.")
     ] = False,
+    working_days: Annotated[
+        bool,
+        typer.Option(
+            "--working-days",
+            help="A mission on its weekend, a public holiday or a closure gets the run's mail "
+            "at its next working morning.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Send every subscriber, on a cron, the issues they have not received yet."""
     settings = settings_for(ctx, config)
-    scheduled = service.schedule_digest(settings, cron=cron, local=local, actor=Actor.cli())
+    scheduled = service.schedule_digest(
+        settings, cron=cron, local=local, working_days=working_days, actor=Actor.cli()
+    )
     if json_:
         print_json([j.as_dict() for j in scheduled.jobs])
         return
     err.print(
         f"digest {scheduled.digest}: {len(scheduled.zones)} jobs "
-        f"({'local' if local else 'UTC'} {cron})",
+        f"({'local' if local else 'UTC'} {cron}"
+        f"{', working days' if working_days else ''})",
         markup=False,
     )
 

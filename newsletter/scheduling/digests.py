@@ -33,6 +33,8 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.scheduling.missions import missions as missions_of
+from newsletter.scheduling.rules import next_working_instant
 from newsletter.states import RESCHEDULABLE, move
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef
@@ -95,6 +97,7 @@ def record_received(session: Session, *, now: dt.datetime, campaign_id: int | No
         .join(Campaign, col(Campaign.id) == col(Delivery.campaign_id))
         .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
         .where(col(Delivery.state) == DeliveryState.SENT, ~recorded.exists())
+        .where(col(Campaign.rehearsal).is_(False))  # a rehearsal delivered nothing
     )
     if campaign_id is not None:
         query = query.where(col(Delivery.campaign_id) == campaign_id)
@@ -159,6 +162,7 @@ class DigestOutcome:
     issues: int = 0
     enqueued: int = 0
     per_issue: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0  # rows of missions closed today, due at their next working morning
 
 
 def _active(session: Session, timezone: str | None) -> list[tuple[int, str]]:
@@ -174,15 +178,22 @@ def _active(session: Session, timezone: str | None) -> list[tuple[int, str]]:
 
 
 def enqueue_digest(
-    session: Session, *, timezone: str | None, now: dt.datetime, grace: dt.timedelta
+    session: Session,
+    *,
+    timezone: str | None,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    working_days: bool = False,
 ) -> DigestOutcome:
     """Queue, per imported issue, the active subscribers (of one zone) it owes; send window
-    opens now and closes after the grace."""
+    opens now (`working_days`: at the next working morning of a mission closed today) and
+    closes after the grace."""
     record_received(session, now=now)
     subscribers = _active(session, timezone)
     embassies = directory.embassies(session)
     sectors = sectors_of(session, [s for s, _ in subscribers])
     audiences = {s: audience(embassies.get(e), sectors.get(s, ())) for s, e in subscribers}
+    opens = _opening_times(session, subscribers, now) if working_days else {}
     received = _received(session, [s for s, _ in subscribers])
     issues = session.exec(
         select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))
@@ -192,7 +203,9 @@ def enqueue_digest(
     for issue in issues:
         assert issue.id is not None
         latest = session.exec(
-            select(Campaign).where(Campaign.issue_id == issue.id).order_by(col(Campaign.id).desc())
+            select(Campaign)
+            .where(Campaign.issue_id == issue.id, col(Campaign.rehearsal).is_(False))
+            .order_by(col(Campaign.id).desc())
         ).first()
         if not _digest_may_use(session, latest):
             continue
@@ -201,11 +214,24 @@ def enqueue_digest(
         if owed:
             # The issue's own campaign: its ledger (one row per subscriber) forbids a repeat.
             campaign = latest or open_campaign(session, issue)[0]
-            _enqueue(session, campaign, owed, now=now, grace=grace)
+            _enqueue(session, campaign, owed, now=now, grace=grace, opens=opens)
             outcome.issues += 1
             outcome.enqueued += len(owed)
+            outcome.deferred += sum(1 for s in owed if s in opens)
             outcome.per_issue[issue.slug] = len(owed)
     return outcome
+
+
+def _opening_times(
+    session: Session, subscribers: Sequence[tuple[int, str]], now: dt.datetime
+) -> dict[int, dt.datetime]:
+    """Subscribers whose mission is closed today (holiday, closure, weekend): when its next
+    working morning begins, at the same local time."""
+    known = missions_of(session)
+    per_mission = {
+        code: next_working_instant(m, now)[0] for code, m in known.items()
+    }  # fmt: skip
+    return {s: per_mission[code] for s, code in subscribers if per_mission.get(code, now) != now}
 
 
 def _in_ledger(session: Session, campaign: Campaign | None) -> set[int]:
@@ -249,28 +275,34 @@ def _enqueue(
     *,
     now: dt.datetime,
     grace: dt.timedelta,
+    opens: dict[int, dt.datetime] | None = None,
 ) -> None:
-    window = {"not_before": now, "not_after": now + grace, "updated_at": now}
-    # A row left skipped by a cancelled or missed schedule is taken back (one row per pair).
-    skipped = (
-        (col(Delivery.campaign_id) == campaign.id)
-        & col(Delivery.subscriber_id).in_(subscriber_ids)
-        & taken_back()
-    )
-    back = set(session.exec(select(Delivery.subscriber_id).where(skipped)))
-    if back:
-        session.execute(
-            update(Delivery)
-            .where(skipped)
-            .values(state=DeliveryState.QUEUED, reply="", skip_reason=None, **window)
+    """Queue the rows; a subscriber in `opens` waits until then (their mission is closed now)."""
+    by_opening: dict[dt.datetime, list[int]] = defaultdict(list)
+    for s in subscriber_ids:
+        by_opening[(opens or {}).get(s, now)].append(s)
+    for opening, ids in sorted(by_opening.items()):
+        window = {"not_before": opening, "not_after": opening + grace, "updated_at": now}
+        # A row left skipped by a cancelled or missed schedule is taken back (one per pair).
+        skipped = (
+            (col(Delivery.campaign_id) == campaign.id)
+            & col(Delivery.subscriber_id).in_(ids)
+            & taken_back()
         )
-    new = [s for s in subscriber_ids if s not in back]
-    if new:
-        session.execute(
-            insert(Delivery),
-            [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
-              **window} for s in new],
-        )  # fmt: skip
+        back = set(session.exec(select(Delivery.subscriber_id).where(skipped)))
+        if back:
+            session.execute(
+                update(Delivery)
+                .where(skipped)
+                .values(state=DeliveryState.QUEUED, reply="", skip_reason=None, **window)
+            )
+        new = [s for s in ids if s not in back]
+        if new:
+            session.execute(
+                insert(Delivery),
+                [{"campaign_id": campaign.id, "subscriber_id": s, "state": DeliveryState.QUEUED,
+                  **window} for s in new],
+            )  # fmt: skip
     # The rows are due now: the campaign is sending.
     idle = (CampaignState.READY, CampaignState.SCHEDULED, CampaignState.FINISHED)
     if campaign.state in idle:
@@ -279,8 +311,10 @@ def _enqueue(
     session.flush()
 
 
-def create_digest(session: Session, *, cron: str, local: bool, now: dt.datetime) -> DigestSchedule:
-    digest = DigestSchedule(cron=cron, local=local, created_at=now)
+def create_digest(
+    session: Session, *, cron: str, local: bool, now: dt.datetime, working_days: bool = False
+) -> DigestSchedule:
+    digest = DigestSchedule(cron=cron, local=local, created_at=now, working_days=working_days)
     session.add(digest)
     session.flush()
     return digest
@@ -353,7 +387,10 @@ def run_digest_once(
         digest = session.get(DigestSchedule, digest_id)
         if digest is None or digest.state != DigestState.ACTIVE:
             return None
-        outcome = enqueue_digest(session, timezone=timezone or None, now=now, grace=grace)
+        outcome = enqueue_digest(
+            session, timezone=timezone or None, now=now, grace=grace,
+            working_days=digest.working_days,
+        )  # fmt: skip
         record_run(session, digest_id, timezone, state="ran", now=now, outcome=outcome)
         session.commit()  # the job's unit of work: the rows queued and the run recorded together
         return outcome

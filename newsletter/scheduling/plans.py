@@ -25,7 +25,6 @@ from newsletter.models import (
     CampaignState,
     Delivery,
     DeliveryState,
-    Embassy,
     IssueRecord,
     PlanState,
     ScheduleDelivery,
@@ -33,9 +32,9 @@ from newsletter.models import (
     SkipReason,
     Subscriber,
 )
+from newsletter.scheduling.missions import missions as missions_of
 from newsletter.scheduling.rules import Mission, Slot, in_local_time
 from newsletter.states import LIVE, SKIP_REPLY, WAITING, move
-from newsletter.taxonomy import WORKING_WEEKS
 
 
 class AlreadyScheduledError(NewsletterError, ValueError):
@@ -103,20 +102,29 @@ def prepare_campaign(session: Session, issue: IssueRecord) -> Campaign:
 
 
 def waiting_rows(session: Session, campaign_id: int) -> list[tuple[int, Mission]]:
-    """(delivery id, the recipient's mission) for every row still to send."""
+    """(delivery id, the recipient's mission with its calendar) for every row still to send."""
     rows = session.exec(
-        select(Delivery.id, Embassy.code, Embassy.timezone, Embassy.working_week)
+        select(Delivery.id, Subscriber.embassy_code)
         .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
-        .join(Embassy, col(Embassy.code) == col(Subscriber.embassy_code))
         .where(col(Delivery.campaign_id) == campaign_id, col(Delivery.state).in_(WAITING))
         .order_by(col(Delivery.id))
     ).all()
-    default = WORKING_WEEKS["mon-fri"]
-    return [
-        (int(i), Mission(code, tz, WORKING_WEEKS.get(week, default)))
-        for i, code, tz, week in rows
-        if i is not None
-    ]
+    known = missions_of(session)
+    return [(int(i), known[code]) for i, code in rows if i is not None and code in known]
+
+
+def slotted_rows(
+    session: Session, campaign: Campaign, slug: str, plan: Callable[[list[Mission]], list[Slot]]
+) -> list[tuple[Slot, list[int]]]:
+    """The slots for the campaign's waiting rows, each with the delivery ids it sends."""
+    assert campaign.id is not None
+    rows = waiting_rows(session, campaign.id)
+    if not rows:
+        raise NothingToScheduleError(slug)
+    missions = sorted({m for _, m in rows}, key=lambda m: m.code)
+    slots = plan(missions)
+    slot_of = {code: slot for slot in slots for code in slot.missions}
+    return [(slot, [i for i, m in rows if slot_of[m.code] is slot]) for slot in slots]
 
 
 def create_plans(
@@ -129,19 +137,12 @@ def create_plans(
 ) -> list[SchedulePlan]:
     """One plan per slot; each waiting row gets its slot's window; the campaign is scheduled."""
     assert campaign.id is not None
-    rows = waiting_rows(session, campaign.id)
-    if not rows:
-        raise NothingToScheduleError(slug)
-    missions = sorted({m for _, m in rows}, key=lambda m: m.code)
-    slots = plan(missions)
-    slot_of = {code: slot for slot in slots for code in slot.missions}
     created: list[SchedulePlan] = []
-    for slot in slots:
-        ids = [i for i, m in rows if slot_of[m.code] is slot]
+    for slot, ids in slotted_rows(session, campaign, slug, plan):
         record = SchedulePlan(
             campaign_id=campaign.id, timezone=slot.timezone, local_date=slot.day,
             local_time=slot.local_time, fire_at=slot.fire_at, not_after=slot.not_after,
-            recipients=len(ids), created_at=now,
+            recipients=len(ids), created_at=now, moved=slot.why,
         )  # fmt: skip
         session.add(record)
         session.flush()
@@ -296,6 +297,7 @@ class PlanView:
     waiting: int
     reason: str
     campaign_state: str = ""
+    moved: str = ""  # why it fires later than the date asked for
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -306,6 +308,7 @@ class PlanView:
             "next_run_local": self.next_run_local.isoformat(), "recipients": self.recipients,
             "state": self.state, "sent": self.sent, "missed": self.missed,
             "waiting": self.waiting, "reason": self.reason, "campaign_state": self.campaign_state,
+            "moved": self.moved,
         }  # fmt: skip
 
 
@@ -367,7 +370,7 @@ def list_plans(
                 recipients=plan.recipients, state=str(shown_state(plan, now)),
                 sent=per["sent"], missed=per["missed"],
                 waiting=sum(per[s] for s in LIVE), reason=plan.reason,
-                campaign_state=str(campaign_state),
+                campaign_state=str(campaign_state), moved=plan.moved,
             )
         )  # fmt: skip
     return views

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from newsletter.errors import NewsletterError
+from newsletter.scheduling.calendar import Closure, HostCalendar, Move, next_open
 from newsletter.taxonomy import WORKING_WEEKS
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -42,6 +43,16 @@ class Mission:
     code: str
     timezone: str
     working_week: tuple[int, ...] = WORKING_WEEKS["mon-fri"]
+    # The host's calendar: missions to the UN or the EU name their host city's country here.
+    country: str = ""
+    subdivision: str = ""
+    closures: tuple[Closure, ...] = ()
+
+    @property
+    def calendar(self) -> HostCalendar:
+        return HostCalendar(
+            self.code, self.country, self.subdivision, self.working_week, self.closures
+        )
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class Slot:
     fire_at: dt.datetime
     not_after: dt.datetime
     missions: tuple[str, ...]
+    why: str = ""  # why the send is later than the date asked for ("" when it is not)
 
 
 # How far ahead a send or a recurring digest may be planned: beyond it a date is a typo.
@@ -180,20 +192,33 @@ def plan_local(
 ) -> list[Slot]:
     """One slot per (time zone, local date): each mission is in exactly one slot.
 
-    With `working_days`, a mission whose weekend falls on `day` moves to its next working
-    day; missions sharing a zone but not a working week may then need separate slots.
+    With `working_days`, a mission whose weekend, public holiday or closure falls on `day`
+    moves to its next working day; missions sharing a zone but not a calendar may then need
+    separate slots.
     """
-    groups: dict[tuple[str, dt.date], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, dt.date], list[tuple[str, Move]]] = defaultdict(list)
     for mission in missions:
-        when = working_day(day, mission.working_week) if working_days else day
-        groups[(mission.timezone, when)].append(mission.code)
+        move = next_open(mission.calendar, day) if working_days else Move(day, day)
+        groups[(mission.timezone, move.day)].append((mission.code, move))
     slots = []
-    for (name, when), codes in groups.items():
+    for (name, when), members in groups.items():
         fire_at = local_instant(when, at, zone(name))
-        slots.append(
-            Slot(name, when, format_time(at), fire_at, fire_at + grace, tuple(sorted(codes)))
-        )
+        codes = tuple(sorted(code for code, _ in members))
+        why = explain_moves(members, format_time(at), name)
+        slots.append(Slot(name, when, format_time(at), fire_at, fire_at + grace, codes, why))
     return sorted(slots, key=lambda s: (s.fire_at, s.timezone))
+
+
+def explain_moves(members: Sequence[tuple[str, Move]], local_time: str, timezone: str) -> str:
+    """Why a slot is later than asked: one reason when its moved missions share it, else one
+    per group of missions ("de-berlin: ...; de-munich-cg: ...")."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for code, move in members:
+        if move.moved:
+            by_reason[move.explain(local_time, timezone)].append(code)
+    if len(by_reason) == 1 and sum(map(len, by_reason.values())) == len(members):
+        return next(iter(by_reason))
+    return "; ".join(f"{', '.join(sorted(c))}: {why}" for why, c in sorted(by_reason.items()))
 
 
 def plan_absolute(
@@ -262,6 +287,17 @@ def plan_send(
             "choose a later --date, or leave it out for the next date that suits every zone",
         )
     return slots
+
+
+def next_working_instant(mission: Mission, now: dt.datetime) -> tuple[dt.datetime, Move]:
+    """`now`, or the same wall time on the mission's next working day when it is closed today
+    (a recurring digest firing on a public holiday waits for the next working morning)."""
+    tz = zone(mission.timezone)
+    local = now.astimezone(tz)
+    move = next_open(mission.calendar, local.date())
+    if not move.moved:
+        return now, move
+    return local_instant(move.day, local.time().replace(tzinfo=None), tz), move
 
 
 def in_local_time(instant: dt.datetime, timezone: str) -> dt.datetime:

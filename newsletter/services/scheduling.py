@@ -112,6 +112,51 @@ def schedule_issue(
     return Scheduled(campaign.id, tuple(v for v in views if v.id in ids))
 
 
+@dataclass(frozen=True)
+class PreviewSlot:
+    """One send `schedule --dry-run` would plan: nothing is stored."""
+
+    timezone: str
+    local: dt.datetime
+    utc: dt.datetime
+    missions: tuple[str, ...]
+    recipients: int
+    moved: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "timezone": self.timezone, "next_run_local": self.local.isoformat(),
+            "next_run_utc": self.utc.isoformat(), "missions": list(self.missions),
+            "recipients": self.recipients, "moved": self.moved,
+        }  # fmt: skip
+
+
+def preview_issue(
+    settings: Settings,
+    slug: str,
+    at: When,
+    *,
+    db: Engine | None = None,
+    now: dt.datetime | None = None,
+) -> list[PreviewSlot]:
+    """What `schedule_issue` would plan, each send with why it is later than asked; the
+    campaign rows it needs are made in a transaction that is rolled back."""
+    moment = now or utcnow()
+    with unit_of_work(settings, db, commit=False) as session:
+        campaign = plans.prepare_campaign(session, get_issue(session, slug).record)
+        slotted = plans.slotted_rows(
+            session, campaign, slug,
+            lambda missions: plan_send(missions, at, grace=_grace(settings), now=moment),
+        )  # fmt: skip
+    return [
+        PreviewSlot(
+            slot.timezone, in_local_time(slot.fire_at, slot.timezone), slot.fire_at,
+            slot.missions, len(ids), slot.why,
+        )
+        for slot, ids in slotted
+    ]  # fmt: skip
+
+
 def list_plans(
     settings: Settings, *, db: Engine | None = None, now: dt.datetime | None = None
 ) -> list[PlanView]:
@@ -170,6 +215,7 @@ class DigestJob:
     local: bool
     timezone: str
     state: str
+    working_days: bool
     next_run_utc: str | None
     next_run_local: str | None
     last_run_at: str | None
@@ -204,6 +250,7 @@ def _digest_jobs(session: Session, db: Engine) -> list[DigestJob]:
                 DigestJob(
                     id=digest.id, cron=digest.cron, local=digest.local,
                     timezone=timezone or "UTC", state=str(digest.state),
+                    working_days=digest.working_days,
                     next_run_utc=_iso(next_run), next_run_local=_iso(next_run, timezone),
                     last_run_at=_iso(run.ran_at) if run else None,
                     last_run_state=run.state if run else None,
@@ -219,16 +266,20 @@ def schedule_digest(
     cron: str,
     local: bool,
     actor: Actor,
+    working_days: bool = False,
     db: Engine | None = None,
     now: dt.datetime | None = None,
 ) -> ScheduledDigest:
-    """Send every subscriber, on a cron (`local`: each mission's clock), what they have not had."""
+    """Send every subscriber, on a cron (`local`: each mission's clock), what they have not had
+    (`working_days`: a mission closed on a run's day gets it at its next working morning)."""
     moment = now or utcnow()
     # A bad expression, or one that never fires, is refused before anything is stored.
     jobs.refuse_never_firing(cron, moment)
     with database(settings, db) as engine:
         with unit_of_work(settings, engine) as session:
-            digest = digests.create_digest(session, cron=cron, local=local, now=moment)
+            digest = digests.create_digest(
+                session, cron=cron, local=local, now=moment, working_days=working_days
+            )
             zones = digests.digest_zones(session, digest)
         jobs.add_digest_jobs(engine, digest, zones, _grace(settings))
         with unit_of_work(settings, engine, commit=False) as session:
