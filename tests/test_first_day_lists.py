@@ -231,3 +231,34 @@ def test_a_long_import_shows_progress_at_a_terminal_only(
     piped = invoke(runner, instance, "subscribers", "import", str(listed))
     assert piped.exit_code == 0 and "imported: 1200 added" in piped.stderr
     assert "importing" not in piped.output and "1200/1200" not in piped.output
+
+
+# --- 12. tagging ---------------------------------------------------------------------------------
+
+SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
+
+
+def test_every_sector_the_seed_names_is_tagged_and_weaker_ones_are_comments(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    reviewed = tmp_path / "2020-01.yaml"
+    cli(runner, instance, "issue", "convert", str(SEED), "-o", str(reviewed))
+    text = reviewed.read_text("utf-8")
+    demand = text[text.index("title: 北京发布30个应用场景建设项目") :].split("\n  - id:")[0]
+    sectors = demand[demand.index("sectors:") : demand.index("regions:")]
+    tagged = [line.split()[1] for line in sectors.splitlines() if line.startswith("      - ")]
+    # 主要聚焦人工智能、5G、物联网、大数据、区块链、生命科学、新材料等领域: each one named is a tag.
+    for code in ("ai", "5g-iot", "big-data-cloud", "blockchain", "biomedicine", "new-materials"):
+        assert code in tagged, (code, sectors)
+    assert "# weaker candidates, not tagged" in sectors
+    assert "#   - innovation-policy  # keyword: 行动方案 (1×)" in sectors
+    assert "innovation-policy" not in tagged
+
+    cli(runner, instance, "issue", "import", str(reviewed))
+    reader = "ai.reader@mission-berlin.example.org"
+    cli(runner, instance, "subscribers", "add", reader, "--embassy", BERLIN,
+        "--sectors", "ai,big-data-cloud")  # fmt: skip
+    explained = json.loads(cli(runner, instance, "explain", "2020-01", "--subscriber", reader,
+                               "--json"))  # fmt: skip
+    [item] = [d for d in explained if d["item"] == "demand-1"]
+    assert item["included"] and set(item["matched"]) == {"ai", "big-data-cloud"}

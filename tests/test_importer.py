@@ -157,7 +157,7 @@ def test_sector_and_region_suggestions_name_their_keywords() -> None:
     assert speech.sectors[0] == "acoustics"
     xian = items["西安高新区经济恢复高位运行"]
     assert xian.regions[0] == "KR" and "eu" in xian.regions and "asean" in xian.regions
-    assert all(set(i.sectors) <= SECTOR_CODES and 0 < len(i.sectors) <= 4 for i in SEED_ISSUE.items)
+    assert all(set(i.sectors) <= SECTOR_CODES and i.sectors for i in SEED_ISSUE.items)
     yaml_text = SEED_CONVERSION.yaml
     assert re.search(r"\n      - acoustics  # keywords: .*语音 \(\d+×\)", yaml_text)
     assert "      - KR  # named: 韩国 (1×)" in yaml_text

@@ -186,11 +186,13 @@ def _item(
     body = render_body(draft.body.paragraphs, article=focus)
     summary = toc.summary if focus and item_id == "focus" else ""
     text = "\n".join((title, summary, body))
-    sectors = suggest_sectors(text, taxonomy)
+    suggested = suggest_sectors(text, taxonomy)
+    sectors = suggested.tags
     regions = find_regions(text)
     comments.items[item_id] = [f"from line {draft.line} of the export"]
     comments.items[item_id] += [f"check: line {line}: {message}" for line, message in _notes(draft)]
     comments.sectors[item_id] = {s.code: s.note for s in sectors}
+    comments.candidates[item_id] = {s.code: s.note for s in suggested.candidates}
     comments.regions[item_id] = {r.code: r.note for r in regions}
     return Item(
         id=item_id,

@@ -380,6 +380,7 @@ class IssueComments:
     header: list[str] = field(default_factory=list)
     items: dict[str, list[str]] = field(default_factory=dict)
     sectors: dict[str, dict[str, str]] = field(default_factory=dict)
+    candidates: dict[str, dict[str, str]] = field(default_factory=dict)  # weaker sector matches
     regions: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -406,6 +407,15 @@ def _code_list(key: str, codes: Sequence[str], notes: Mapping[str, str], indent:
     for code in codes:
         note = notes.get(code)
         lines.append(f"{indent}  - {code}" + (f"  # {note}" if note else ""))
+    return lines
+
+
+def _candidates(notes: Mapping[str, str], indent: str) -> list[str]:
+    """Weaker sector matches as comments: staff add a code to `sectors` if the item is about it."""
+    if not notes:
+        return []
+    lines = [f"{indent}# weaker candidates, not tagged (one passing mention; add any that fit):"]
+    lines.extend(f"{indent}#   - {code}  # {note}" for code, note in notes.items())
     return lines
 
 
@@ -441,6 +451,7 @@ def dump_issue(issue: Issue, comments: IssueComments | None = None) -> str:
         if item.source:
             out.append(f"    source: {_scalar_yaml(item.source)}")
         out.extend(_code_list("sectors", item.sectors, notes.sectors.get(item.id, {}), "    "))
+        out.extend(_candidates(notes.candidates.get(item.id, {}), "    "))
         out.extend(_code_list("regions", item.regions, notes.regions.get(item.id, {}), "    "))
         if item.always:
             out.append("    always: true")

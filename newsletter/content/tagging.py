@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from newsletter.taxonomy import SectorDef
 
-MAX_SECTORS = 4
-
 # Chinese names of countries and regions as the journal writes them, to ISO codes and to the region
 # codes of subscribers/embassies.csv (eu, asean, au, gcc, un). 欧美 (Europe and America) names
 # both, so that the embassy in Washington sees the item as well as those in Europe.
@@ -45,15 +43,55 @@ class Suggestion:
     hits: int
 
 
-def suggest_sectors(text: str, taxonomy: Sequence[SectorDef]) -> tuple[Suggestion, ...]:
-    """Up to four sectors whose keywords occur in `text`; most hits first, ties by taxonomy."""
-    found: list[tuple[int, int, Suggestion]] = []
+@dataclass(frozen=True)
+class SectorSuggestions:
+    """Sectors the text names (tags), and weaker candidates staff may add (comments only)."""
+
+    tags: tuple[Suggestion, ...]
+    candidates: tuple[Suggestion, ...]
+
+
+_NAME_PARTS = re.compile(r"\s*(?:与|和|及|、|&|,|\band\b)\s*")
+
+
+def name_parts(sector: SectorDef) -> frozenset[str]:
+    """The sector's own names, word by word: 大数据与云计算 -> 大数据, 云计算 (lower case)."""
+    parts = {*_NAME_PARTS.split(sector.zh), *_NAME_PARTS.split(sector.en)}
+    return frozenset(p.strip().lower() for p in (sector.zh, sector.en, *parts) if p.strip())
+
+
+def named(counts: Counter[str], sector: SectorDef) -> bool:
+    """Whether the hits show the text is about the sector, not that it brushes past it.
+
+    The text names the sector when one of its own names occurs, or when its keywords occur
+    more than once (one repeated, or two different ones). A single passing hit of one other
+    keyword (行动方案 in a list of projects) is only a candidate.
+    """
+    names = name_parts(sector)
+    return sum(counts.values()) > 1 or any(word.lower() in names for word in counts)
+
+
+def suggest_sectors(text: str, taxonomy: Sequence[SectorDef]) -> SectorSuggestions:
+    """Every sector the text names (no cap: a cap hid 人工智能 and 大数据 from their readers),
+    and the weaker candidates; each most hits first, ties in taxonomy order.
+
+    When the text names none, the candidates are the tags: an item without sectors would go
+    to every reader.
+    """
+    tags: list[tuple[int, int, Suggestion]] = []
+    candidates: list[tuple[int, int, Suggestion]] = []
     for order, sector in enumerate(taxonomy):
         counts = _keyword_counts(text, sector.keywords)
         if counts:
             hits = sum(counts.values())
-            found.append((-hits, order, Suggestion(sector.code, _note("keyword", counts), hits)))
-    return tuple(s for _, _, s in sorted(found)[:MAX_SECTORS])
+            found = (-hits, order, Suggestion(sector.code, _note("keyword", counts), hits))
+            (tags if named(counts, sector) else candidates).append(found)
+    if not tags:
+        # An item with no sector goes to every reader: weak matches still narrow it better.
+        tags, candidates = candidates, []
+    return SectorSuggestions(
+        tuple(s for _, _, s in sorted(tags)), tuple(s for _, _, s in sorted(candidates))
+    )
 
 
 def find_regions(text: str) -> tuple[Suggestion, ...]:
