@@ -19,10 +19,11 @@ from newsletter.states import (
 )
 
 __all__ = [
-    "AuditEvent", "Campaign", "CampaignState", "Delivery", "DeliveryState", "DigestRun",
+    "AdminEvent", "AuditEvent", "Campaign", "CampaignState", "Delivery", "DeliveryState", "DigestRun",
     "DigestSchedule", "DigestState", "Embassy", "IssueRecord", "ItemRecord", "PlanState",
-    "ReceivedItem", "ScheduleDelivery", "SchedulePlan", "Sector", "SkipReason", "Subscriber",
-    "SubscriberSector", "SubscriberStatus", "Suppression", "WebRateLimit", "utcnow",
+    "ReceivedItem", "ScheduleDelivery", "SchedulePlan", "Sector", "SkipReason", "StaffGrant",
+    "StaffSession", "StaffUser", "Subscriber", "SubscriberSector", "SubscriberStatus",
+    "Suppression", "WebRateLimit", "utcnow",
 ]  # fmt: skip
 
 
@@ -274,3 +275,74 @@ class MissionClosure(SQLModel, table=True):
     last_day: dt.date
     reason: str = ""
     created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class StaffUser(SQLModel, table=True):
+    """A console account: argon2id password, TOTP secret sealed with the instance key."""
+
+    __tablename__ = "staff_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=320)
+    name: str = ""
+    locale: str = Field(default="zh", max_length=10)
+    password_hash: str = Field(max_length=200)
+    totp_secret: str = Field(default="", max_length=200)  # credentials.seal(), never plain
+    # The last TOTP time step accepted, so one code cannot be replayed within its window.
+    totp_step: int = 0
+    recovery_codes: list[str] = _json()  # keyed hashes; a used code is removed
+    status: str = Field(default="invited", max_length=20)  # roles.StaffStatus
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+    last_login_at: dt.datetime | None = None
+
+
+class StaffGrant(SQLModel, table=True):
+    """One role over one mission (an embassy code, or `*` for all)."""
+
+    __tablename__ = "staff_grant"
+    __table_args__ = (UniqueConstraint("staff_id", "role", "mission"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff_user.id", index=True, ondelete="CASCADE")
+    role: str = Field(max_length=20)  # roles.Role
+    mission: str = Field(default="*", max_length=60)
+
+
+class StaffSession(SQLModel, table=True):
+    """A console login, kept server-side; the cookie holds a token whose sha256 is the id."""
+
+    __tablename__ = "staff_session"
+
+    id: str = Field(primary_key=True, max_length=64)
+    staff_id: int = Field(foreign_key="staff_user.id", index=True, ondelete="CASCADE")
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    last_seen_at: dt.datetime = Field(default_factory=utcnow)
+    mfa_at: dt.datetime | None = None  # the second factor passed (None: password only)
+    ip: str = Field(default="", max_length=45)
+    user_agent: str = Field(default="", max_length=300)
+    revoked_at: dt.datetime | None = None
+
+
+class AdminEvent(SQLModel, table=True):
+    """One link of the append-only audit chain (`newsletter.audit_chain`): who did what, where.
+
+    Never holds a subscriber's address (the target is `subscriber:<id>`), so an erasure has
+    nothing to scrub here and the chain stays whole.
+    """
+
+    __tablename__ = "admin_event"
+    __table_args__ = (Index("ix_admin_event_action_at", "action", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=utcnow)
+    actor_kind: str = Field(max_length=20)  # actors.ActorKind
+    actor_id: str = Field(default="", max_length=320)
+    via: str = Field(default="", max_length=20)
+    action: str = Field(max_length=60)
+    target: str = Field(default="", max_length=340)
+    mission: str = Field(default="", max_length=60)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    ip: str = Field(default="", max_length=45)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

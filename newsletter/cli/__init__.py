@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from newsletter.cli import (  # noqa: F401
+    audit,
     bounces,
     calendar,
     campaigns,
@@ -11,6 +12,7 @@ from newsletter.cli import (  # noqa: F401
     schedule,
     sending,
     setup,
+    staff,
     subscribers,
     web,
 )
