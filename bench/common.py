@@ -74,9 +74,14 @@ def machine() -> str:
 
 def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
     """The naive way, per recipient: tailor, Jinja2 + MJML render, personalise, EmailMessage."""
+    import email.utils
+    from email import policy
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+
     from newsletter.delivery.compose import audience_for
     from newsletter.mail.links import recipient_links
-    from newsletter.mail.message import Envelope, build_message, message_id, serialise
+    from newsletter.mail.message import message_id
     from newsletter.render.digest import Recipient, personalise, render_digest
     from newsletter.tailor import select_items
 
@@ -86,8 +91,15 @@ def naive_message(ctx: IssueContext, r: RecipientData) -> bytes:
                            links=ctx.links, env=ctx.env)  # fmt: skip
     unsubscribe, preferences, mailto = recipient_links(s, r.token_key)
     filled = personalise(digest, Recipient(r.name, unsubscribe, preferences))
-    envelope = Envelope(s.sender.address, s.sender.name, r.email, r.name,
-                        message_id(s.secret, 1, r.subscriber_id, s.domain),
-                        s.list_id_header, unsubscribe, mailto)  # fmt: skip
-    message = build_message(envelope, subject=filled.subject, text=filled.text, html=filled.html)
-    return serialise(message, envelope)
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = Address(s.sender.name, addr_spec=s.sender.address)
+    msg["To"] = Address(r.name, addr_spec=r.email)
+    msg["Subject"] = filled.subject
+    msg["Date"] = email.utils.formatdate(usegmt=True)
+    msg["Message-ID"] = message_id(s.secret, 1, r.subscriber_id, s.domain)
+    msg["List-Id"] = f"<{s.list_id_header}>"
+    msg["List-Unsubscribe"] = f"<{unsubscribe}>, <{mailto}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(filled.text, subtype="plain", charset="utf-8", cte="base64")
+    msg.add_alternative(filled.html, subtype="html", charset="utf-8", cte="base64")
+    return msg.as_bytes()

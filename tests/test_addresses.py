@@ -22,7 +22,7 @@ from newsletter.addresses import AddressError, needs_smtputf8, normalise, wire
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.errors import NewsletterError
-from newsletter.mail.message import Envelope, build_message, serialise
+from newsletter.mail.message import Envelope, single_message
 from newsletter.mail.prepared import prepare
 from newsletter.models import DeliveryState, Subscriber
 from newsletter.render.digest import Recipient, RenderedDigest, recipient_values
@@ -163,9 +163,7 @@ def test_a_digest_to_a_utf8_local_part_has_a_utf8_to_header_only() -> None:
 def test_confirmation_mail_headers_to_idn_addresses() -> None:
     for to, wire_to in ((IDN, IDN_ASCII), (UTF8_LOCAL, UTF8_LOCAL)):
         envelope = _envelope(to, name="")
-        data = serialise(
-            build_message(envelope, subject="请确认订阅", text="t", html="<p>h</p>"), envelope
-        )
+        data = single_message(envelope, subject="请确认订阅", text="t", html="<p>h</p>")
         head = _head(data).decode()
         assert re.search(rf"^To: <?{re.escape(wire_to)}>?\r?$", head, re.MULTILINE), head
         assert _head(data).isascii() == (to == IDN)

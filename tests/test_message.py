@@ -14,14 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.delivery.replies import Reply, Verdict, classify
-from newsletter.mail.message import (
-    DkimKey,
-    Envelope,
-    build_message,
-    dkim_sign,
-    message_id,
-    serialise,
-)
+from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, single_message
 
 
 def _envelope(to_name: str = "李伟", subject_from: str = "中国科技创新速递") -> Envelope:
@@ -45,10 +38,10 @@ def _parse(data: bytes) -> EmailMessage:
 
 def test_message_has_every_header_design_asks_for() -> None:
     envelope = _envelope()
-    msg = build_message(
+    data = single_message(
         envelope, subject="中国科技创新速递 2020年第1期｜人工智能", text="正文", html="<p>正文</p>"
     )
-    parsed = _parse(serialise(msg, envelope))
+    parsed = _parse(data)
     assert parsed["Subject"] == "中国科技创新速递 2020年第1期｜人工智能"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "<https://newsletter.example.org/unsubscribe/abc.def>" in parsed["List-Unsubscribe"]
@@ -82,10 +75,9 @@ HOSTILE = [
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_display_names_never_add_a_recipient_or_header(name: str) -> None:
     envelope = _envelope(to_name=name)
-    msg = build_message(
+    data = single_message(
         envelope, subject=f"subject\r\nBcc: x@evil.example {name}", text="t", html="h"
     )
-    data = serialise(msg, envelope)
     parsed = _parse(data)
     assert [a.addr_spec for a in parsed["To"].addresses] == ["li.wei@de-berlin.example.org"]
     assert parsed["Bcc"] is None
@@ -97,12 +89,13 @@ def test_hostile_display_names_never_add_a_recipient_or_header(name: str) -> Non
 @given(st.text(max_size=120), st.text(max_size=120))
 def test_any_name_or_subject_keeps_exactly_one_recipient(name: str, subject: str) -> None:
     envelope = _envelope(to_name=name)
-    data = serialise(build_message(envelope, subject=subject, text="t", html="h"), envelope)
+    data = single_message(envelope, subject=subject, text="t", html="h")
     parsed = _parse(data)
     assert [a.addr_spec for a in parsed["To"].addresses] == ["li.wei@de-berlin.example.org"]
     assert set(parsed.keys()) <= {
         "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
-        "List-Unsubscribe-Post", "Auto-Submitted", "MIME-Version", "Content-Type",
+        "List-Unsubscribe-Post", "Auto-Submitted", "Precedence", "X-Auto-Response-Suppress",
+        "MIME-Version", "Content-Type",
     }  # fmt: skip
 
 
@@ -133,10 +126,7 @@ def test_dkim_signature_covers_the_listed_headers_and_verifies(tmp_path: Path) -
     ).stdout
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     envelope = _envelope()
-    data = serialise(
-        build_message(envelope, subject="中国科技创新速递", text="正文", html="<p>正文</p>"),
-        envelope,
-    )
+    data = single_message(envelope, subject="中国科技创新速递", text="正文", html="<p>正文</p>")
     signed = dkim_sign(data, DkimKey("newsletter.example.org", "s2026", key.read_bytes()))
     header = _parse(signed)["DKIM-Signature"]
     signed_headers = {h.strip().lower() for h in header.split("h=")[1].split(";")[0].split(":")}

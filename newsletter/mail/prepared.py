@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-import binascii
-import email.utils
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from newsletter import addresses
-from newsletter.mail.message import Envelope, display_name, sender_address
+from newsletter.mail import headers
+from newsletter.mail.headers import Envelope, address, sender_address
 from newsletter.mail.splice import SplicedPart, split_part
 from newsletter.render.digest import PLACEHOLDER_RE, RenderedDigest
-
-_PRINTABLE_WORDS = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/^_`{|}~]*$")
-
-
-# UTF-8 bytes per encoded word: 52 base64 characters, a 64-character word, so that even
-# "Subject: " and the first word fit in a 78-character line.
-_WORD_BYTES = 39
-
-
-def encoded_words(value: str) -> str:
-    """RFC 2047 encoded words (UTF-8, base64), folded with CRLF SP, for non-ASCII header text.
-
-    Each word holds whole characters (a cut never falls inside one), as RFC 2047 requires.
-    """
-    data = value.encode()
-    words = []
-    start = 0
-    while start < len(data):
-        end = min(start + _WORD_BYTES, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte
-            end -= 1
-        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode()}?=")
-        start = end
-    return "\r\n ".join(words)
-
-
-def address(name: str, addr: str) -> str:
-    """`name <addr>` that can only ever parse as that one address."""
-    shown = display_name(name)
-    if not shown:
-        return f"<{addr}>"
-    if _PRINTABLE_WORDS.match(shown):
-        return f"{shown} <{addr}>"
-    return f"{encoded_words(shown)}\r\n <{addr}>"
-
-
-def _header(name: str, value: str) -> bytes:
-    return f"{name}: {value}\r\n".encode("ascii")
 
 
 class _Clock:
@@ -63,7 +23,7 @@ class _Clock:
     def now(self) -> str:
         second = int(time.time())
         if second != self.second:
-            self.second, self.text = second, email.utils.formatdate(second, usegmt=True)
+            self.second, self.text = second, headers.date(second)
         return self.text
 
 
@@ -90,15 +50,15 @@ class PreparedDigest:
         to_header = f"To: {address(envelope.to_name, to)}\r\n".encode(
             "ascii" if to.isascii() else "utf-8"
         )
-        headers = (
-            f"Date: {self.clock.now()}\r\n"
-            f"Message-ID: {envelope.message_id}\r\n"
-            f"List-Unsubscribe: <{envelope.unsubscribe_url}>,\r\n <{envelope.unsubscribe_mailto}>\r\n"
-        ).encode("ascii")
+        own = (
+            headers.field("Date", self.clock.now())
+            + headers.field("Message-ID", envelope.message_id)
+            + headers.list_unsubscribe(envelope.unsubscribe_url, envelope.unsubscribe_mailto)
+        )
         return [
             self.head,
             to_header,
-            headers,
+            own,
             self.tail,
             *self.text.pieces({k: v.encode() for k, v in text_values.items()}),
             self.between,
@@ -113,24 +73,49 @@ class PreparedDigest:
 
 
 def prepare(
-    digest: RenderedDigest, *, from_name: str, from_address: str, list_id: str, reply_to: str = ""
+    digest: RenderedDigest,
+    *,
+    from_name: str,
+    from_address: str,
+    list_id: str,
+    reply_to: str = "",
+    feedback_id: str = "",
 ) -> PreparedDigest:
+    """A profile's digest, its placeholders left for each recipient's values."""
+    return prepare_parts(
+        subject=digest.subject, text=digest.text, html=digest.html, from_name=from_name,
+        from_address=from_address, list_id=list_id, reply_to=reply_to, feedback_id=feedback_id,
+    )  # fmt: skip
+
+
+def prepare_parts(
+    *,
+    subject: str,
+    text: str,
+    html: str,
+    from_name: str,
+    from_address: str,
+    list_id: str,
+    reply_to: str = "",
+    feedback_id: str = "",
+) -> PreparedDigest:
+    """Any message we send (a digest, a subscription mail): headers in the order and form
+    `mail.headers` writes them, a text and an HTML part in base64."""
     boundary = f"=_nl_{secrets.token_hex(12)}"
-    subject = " ".join(digest.subject.split())
-    head = _header("From", address(from_name, sender_address(from_address, "[sender] address")))
-    head += _header(
-        "Subject", subject if subject.isascii() and len(subject) < 900 else encoded_words(subject)
+    head = headers.field(
+        "From", address(from_name, sender_address(from_address, "[sender] address"))
     )
+    head += headers.subject(subject)
     if reply_to:
-        head += _header("Reply-To", f"<{sender_address(reply_to, '[sender] reply_to')}>")
+        head += headers.field("Reply-To", f"<{sender_address(reply_to, '[sender] reply_to')}>")
     part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
     tail = b"".join(
         (
-            _header("List-Id", f"<{list_id}>"),
-            _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            _header("Auto-Submitted", "auto-generated"),
-            _header("MIME-Version", "1.0"),
-            _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+            headers.field("List-Id", f"<{list_id}>"),
+            headers.field("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            headers.bulk(feedback_id),
+            headers.field("MIME-Version", "1.0"),
+            headers.field("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
             b"\r\n",
             f"--{boundary}\r\n{part.format('plain')}".encode(),
         )
@@ -138,8 +123,8 @@ def prepare(
     return PreparedDigest(
         head=head,
         tail=tail,
-        text=split_part(digest.text, PLACEHOLDER_RE),
+        text=split_part(text, PLACEHOLDER_RE),
         between=f"--{boundary}\r\n{part.format('html')}".encode(),
-        html=split_part(digest.html, PLACEHOLDER_RE),
+        html=split_part(html, PLACEHOLDER_RE),
         end=f"--{boundary}--\r\n".encode(),
     )

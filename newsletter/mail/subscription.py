@@ -13,14 +13,7 @@ import jinja2
 from newsletter import addresses
 from newsletter.config import Settings
 from newsletter.mail.links import recipient_links
-from newsletter.mail.message import (
-    DkimKey,
-    Envelope,
-    build_message,
-    dkim_sign,
-    sender_address,
-    serialise,
-)
+from newsletter.mail.message import DkimKey, Envelope, dkim_sign, sender_address, single_message
 from newsletter.mail.outgoing import Outgoing
 from newsletter.render.environment import render_template
 from newsletter.tokens import CONFIRM_LIFETIME, confirm_token
@@ -101,9 +94,7 @@ def subscription_message(
         list_id=f"{settings.list_id}.{settings.domain}", unsubscribe_url=unsubscribe,
         unsubscribe_mailto=mailto, reply_to=settings.sender.reply_to,
     )  # fmt: skip
-    data = serialise(
-        build_message(envelope, subject=subject.strip(), text=text, html=html), envelope
-    )
+    data = single_message(envelope, subject=subject.strip(), text=text, html=html)
     if dkim is not None:
         data = dkim_sign(data, dkim)
     name = f"{request.kind.value}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
