@@ -192,6 +192,38 @@ class ScheduleSettings(_Section):
     )
 
 
+class AdminSettings(_Section):
+    """The staff console (`admin serve`, `run --admin`), on its own listener."""
+
+    allow_networks: tuple[str, ...] = Field(
+        default=("127.0.0.1/32", "::1/128"),
+        description="Client addresses or networks (such as 10.20.0.0/16) that may open the "
+        "console; every other client gets 403 before any page. Loopback only by default.",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        examples=[("127.0.0.1",)],
+        description="Reverse proxies whose X-Forwarded-For names the client (and whose "
+        "X-Forwarded-Proto says https); from any other peer both headers are ignored.",
+    )
+    session_idle_minutes: float = Field(
+        default=30.0, gt=0, description="A console session unused this long ends."
+    )
+    session_absolute_hours: float = Field(
+        default=12.0, gt=0, description="A console session ends this long after its login."
+    )
+    require_second_approver: bool = Field(
+        default=True,
+        description="A campaign is sent only once someone other than its requester and the "
+        "issue's last editor approved it (four-eyes sign-off).",
+    )
+
+    @field_validator("allow_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return WebSettings._networks(value)
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "sender": SenderSettings,
     "smtp": SmtpSettings,
@@ -199,6 +231,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "web": WebSettings,
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
+    "admin": AdminSettings,
 }
 
 
@@ -250,6 +283,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    admin: AdminSettings = AdminSettings()
     # Where relative paths in the file are resolved: the folder holding the config file (set
     # by `load_settings`, so not written into the sample).
     base_dir: str = "."

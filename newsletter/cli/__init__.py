@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from newsletter.cli import (  # noqa: F401
+    admin,
     audit,
     bounces,
     calendar,
