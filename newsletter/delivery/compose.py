@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jinja2
 
@@ -166,6 +166,19 @@ class Profile:
     prepared: PreparedDigest
 
 
+def marked_profile(ctx: IssueContext, recipient: RecipientData, prefix: str) -> Profile:
+    """The recipient's profile with `prefix` before its subject, encoded afresh (not cached:
+    the campaign's own profiles must never carry it)."""
+    key, digest = digest_for(ctx, recipient)
+    marked = replace(digest, subject=f"{prefix} {digest.subject}")
+    sender = ctx.mail.sender
+    prepared = prepare(
+        marked, from_name=sender.name, from_address=sender.address,
+        list_id=ctx.mail.list_id_header, reply_to=sender.reply_to,
+    )  # fmt: skip
+    return Profile(key, marked, prepared)
+
+
 def profile_message(ctx: IssueContext, recipient: RecipientData) -> Profile:
     """The recipient's profile, rendered and encoded (cached).
 
@@ -183,10 +196,12 @@ def personal_message(
     *,
     campaign_id: int,
     preview: bool,
+    test_id: str = "",
 ) -> Composed:
     """The profile's encoded message with one recipient's address, name and links spliced in.
 
-    What fails here (an address with no wire form, say) is this recipient's alone.
+    What fails here (an address with no wire form, say) is this recipient's alone. `test_id`:
+    a test send, with a Message-ID and file name of its own (no campaign's).
     """
     mail = ctx.mail
     unsubscribe, preferences, mailto = recipient_links(mail, recipient.token_key)
@@ -196,7 +211,11 @@ def personal_message(
         from_name=mail.sender.name,
         to_address=to,
         to_name=recipient.name,
-        message_id=message_id(mail.secret, campaign_id, recipient.subscriber_id, mail.domain),
+        message_id=(
+            f"<test.{test_id}@{mail.domain}>"
+            if test_id
+            else message_id(mail.secret, campaign_id, recipient.subscriber_id, mail.domain)
+        ),
         list_id=mail.list_id_header,
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=mailto,
@@ -214,7 +233,11 @@ def personal_message(
         mail_from=sender_address(mail.sender.address, "[sender] address"),
         rcpt=to,
         parts=tuple(parts),
-        name=f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}",
+        name=(
+            f"test-{test_id}"
+            if test_id
+            else f"{campaign_id:04d}-{recipient.embassy}-{recipient.subscriber_id:06d}"
+        ),
         html_preview=personalise(digest, who).html if preview else None,
     )
     return Composed(letter, profile.key, envelope.message_id)

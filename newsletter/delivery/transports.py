@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -56,8 +57,24 @@ class NullTransport:
         return None
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def outbox_label(address: str) -> str:
+    """The recipient's address as a file-name part: `li.wei_at_mission.example.org`.
+
+    Only ASCII letters, digits and `._+-` survive (anything else, a non-ASCII local part say,
+    becomes `_`), cut to 80 characters: one diplomat's copy is found with `ls *li.wei*`, while
+    the name's campaign-and-subscriber prefix keeps it unique.
+    """
+    local, _, domain = address.rpartition("@")
+    safe = _UNSAFE.sub("_", f"{local}_at_{domain}" if local else domain).strip("._") or "unnamed"
+    return safe[:80]
+
+
 class FileTransport:
-    """One `.eml` per message (and an `.html` preview) in an outbox folder."""
+    """One `.eml` per message (and an `.html` preview) in an outbox folder, named
+    `<campaign>-<mission>-<subscriber>-<address>.eml`."""
 
     name = "file"
     max_connections = 1
@@ -70,7 +87,7 @@ class FileTransport:
         return self
 
     async def send(self, message: Outgoing) -> Reply:
-        target = self.outbox / f"{message.name}.eml"
+        target = self.outbox / f"{message.name}-{outbox_label(message.rcpt)}.eml"
         # Write then rename: a crash never leaves half a message that looks whole.
         partial = target.with_suffix(".eml.part")
         partial.write_bytes(message.data)

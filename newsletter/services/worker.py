@@ -18,6 +18,7 @@ from newsletter.delivery.campaigns import campaigns_with_work
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.engine import SendEngine, SendReport, worker_name
 from newsletter.delivery.locks import SenderLock
+from newsletter.delivery.send_facts import note_transport
 from newsletter.delivery.transports import Transport
 from newsletter.errors import NewsletterError
 from newsletter.issues import issue_source
@@ -112,6 +113,17 @@ def one_line_database_faults() -> Iterator[None]:
             handler.removeFilter(faults)
 
 
+@dataclass
+class Tally:
+    """One campaign's outcome over a worker's rounds."""
+
+    slug: str
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0  # rows waiting to be retried after a temporary refusal
+    state: str = ""
+
+
 class Worker:
     def __init__(
         self,
@@ -138,6 +150,7 @@ class Worker:
         # Keyed by the issue's text too: an issue corrected after it was scheduled (possible until
         # its first message is sent) must not go out in its old form from a long-running worker.
         self.contexts: dict[tuple[str, str], IssueContext] = {}
+        self.totals: dict[int, Tally] = {}
 
     def _context(self, slug: str) -> IssueContext:
         with Session(self.db, expire_on_commit=False) as session:
@@ -167,16 +180,43 @@ class Worker:
                     worker=self.name,
                 )  # fmt: skip
                 report = await engine.run(campaign_id)
+                if report.sent:
+                    await asyncio.to_thread(self._note_transport, campaign_id)
             except Exception as exc:
                 if database_problem(exc) is not None:
                     raise
                 await asyncio.to_thread(self._set_aside, campaign_id, slug, exc)
                 continue
             self.broken.pop(campaign_id, None)
+            self.tally(slug, report)
             handled += report.sent + report.failed + report.skipped
             if self.on_report and (report.sent or report.failed or report.skipped):
                 self.on_report(report)
         return handled
+
+    def _note_transport(self, campaign_id: int) -> None:
+        with Session(self.db) as session:
+            note_transport(session, campaign_id, self.transport.name)
+            session.commit()
+
+    def tally(self, slug: str, report: SendReport) -> None:
+        """Add a round's outcome to the campaign's totals (what `summary` says)."""
+        total = self.totals.setdefault(report.campaign, Tally(slug))
+        total.sent += report.sent
+        total.failed += report.failed
+        total.deferred = report.retry  # rows to retry now, not a sum over rounds
+        total.state = report.state
+
+    def summary(self) -> str:
+        """One line: messages sent, failed and deferred per campaign since this worker started."""
+        if not self.totals:
+            return f"worker {self.name}: no campaign had rows due"
+        per = "; ".join(
+            f"campaign {c} ({t.slug}): {t.sent} sent, {t.failed} failed, {t.deferred} deferred"
+            f" ({t.state})"
+            for c, t in sorted(self.totals.items())
+        )
+        return f"worker {self.name}: {per}"
 
     def _set_aside(self, campaign_id: int, slug: str, error: Exception) -> None:
         """Pause a campaign that cannot be sent, on a fresh session, with a reason staff can act on."""
@@ -249,6 +289,7 @@ class Worker:
                 if handled is None:
                     continue
                 if once:
+                    self.say(self.summary())
                     return
                 if not handled:
                     await wait_or_stop(self.stop, self.settings.delivery.poll_seconds)
