@@ -86,7 +86,14 @@ class Selection:
 
     def key(self) -> str:
         """Equal for every subscriber who would read the same digest (before the language)."""
-        parts = ",".join(self.included) + "|" + ",".join(self.matched_sectors)
+        # The interests too: the digest lists all of the reader's sectors, not only the matched.
+        parts = "|".join(
+            (
+                ",".join(self.included),
+                ",".join(self.matched_sectors),
+                ",".join(sorted(self.interests)),
+            )
+        )
         return hashlib.blake2b(parts.encode(), digest_size=8).hexdigest()
 
 

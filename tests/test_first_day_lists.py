@@ -5,17 +5,36 @@ that greets people by the name staff gave, logs that hold no capability."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pty
+import re
 import subprocess
 import sys
+import threading
+import time
+import warnings
+from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
+import uvicorn
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
+from uvicorn.logging import AccessFormatter
 
-from newsletter.models import AuditEvent, Subscriber
+from newsletter.mail.links import recipient_links
+from newsletter.models import AuditEvent, Subscriber, utcnow
+from newsletter.testing.sink import LoopbackController
+from newsletter.tokens import confirm_token
+from newsletter.web import create_app
 from tests.conftest import Instance, cli, database, fails, invoke
+
+with warnings.catch_warnings():
+    # Starlette's test client warns when it falls back from `httpx2` to `httpx`.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
 
 BERLIN = "de-berlin"
 LI = "li.wei@mission-berlin.example.org"
@@ -262,3 +281,239 @@ def test_every_sector_the_seed_names_is_tagged_and_weaker_ones_are_comments(
                                "--json"))  # fmt: skip
     [item] = [d for d in explained if d["item"] == "demand-1"]
     assert item["included"] and set(item["matched"]) == {"ai", "big-data-cloud"}
+
+
+# --- 11. every sector of the reader's in the digest ----------------------------------------------
+
+SMALL_ISSUE = """\
+publication: 中国科技创新速递
+title_en: China S&T Innovation Express
+year: 2020
+number: 2
+items:
+  - id: chips-ai
+    section: research
+    title: 人工智能芯片取得进展
+    body: 正文。
+    sectors: [ai]
+  - id: robots
+    section: research
+    title: 软体机器人
+    body: 正文。
+    sectors: [robotics]
+"""
+
+
+def _preview(runner: CliRunner, instance: Instance, email: str, out: Path, *text: str) -> str:
+    result = invoke(runner, instance, "preview", "2020-02", "--subscriber", email, "-o",
+                    str(out), *text)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out.read_text("utf-8")
+
+
+def test_the_digest_lists_all_the_readers_sectors_marking_those_in_this_issue(
+    runner: CliRunner, instance: Instance, tmp_path: Path
+) -> None:
+    issue = tmp_path / "2020-02.yaml"
+    issue.write_text(SMALL_ISSUE, encoding="utf-8")
+    cli(runner, instance, "issue", "import", str(issue))
+    zh, en, none = (f"{who}@mission-berlin.example.org" for who in ("zh", "en", "none"))
+    for email, language, sectors in (
+        (zh, "zh", "ai,big-data-cloud,talent"),
+        (en, "en", "ai,big-data-cloud"),
+        (none, "zh", "talent,big-data-cloud"),
+    ):
+        cli(runner, instance, "subscribers", "add", email, "--embassy", BERLIN, "--sectors",
+            sectors, "--language", language)  # fmt: skip
+
+    text = _preview(runner, instance, zh, tmp_path / "zh.txt", "--text")
+    assert "关注领域：人工智能✓、大数据与云计算、科技人才（✓ 本期有相关内容）" in text
+    html = _preview(runner, instance, zh, tmp_path / "zh.html")
+    assert "<strong>人工智能✓</strong>、大数据与云计算、科技人才" in html
+    # The subject names what the issue brings them, and says they have more.
+    subject = invoke(runner, instance, "preview", "2020-02", "--subscriber", zh, "-o",
+                     str(tmp_path / "x.html")).stderr  # fmt: skip
+    assert "2020年第2期｜人工智能等" in subject
+
+    english = _preview(runner, instance, en, tmp_path / "en.txt", "--text")
+    assert (
+        "Your sectors: Artificial intelligence ✓, Big data & cloud computing (✓ in this issue)"
+        in english
+    )
+
+    unmatched = _preview(runner, instance, none, tmp_path / "none.txt", "--text")
+    assert "关注领域：大数据与云计算、科技人才（本期没有这些领域的内容）" in unmatched
+
+
+def test_readers_with_the_same_items_but_other_sectors_each_get_their_own_list(
+    runner: CliRunner, instance: Instance, tmp_path: Path, smtp_server: LoopbackController
+) -> None:
+    issue = tmp_path / "2020-02.yaml"
+    issue.write_text(SMALL_ISSUE, encoding="utf-8")
+    cli(runner, instance, "issue", "import", str(issue))
+    narrow, wide = "narrow@mission-berlin.example.org", "wide@mission-berlin.example.org"
+    cli(runner, instance, "subscribers", "add", narrow, "--embassy", BERLIN, "--sectors", "ai")
+    cli(runner, instance, "subscribers", "add", wide, "--embassy", BERLIN, "--sectors",
+        "ai,big-data-cloud")  # fmt: skip
+    sent = json.loads(cli(runner, instance, "send", "2020-02", "--transport", "smtp",
+                          "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_server.port),
+                          "--json"))  # fmt: skip
+    assert sent["sent"] == 2
+    texts = {}
+    for got in smtp_server.handler.received:
+        body = got.parsed().get_body(("plain",))
+        assert body is not None
+        texts[got.rcpt] = body.get_content()
+    # Both get the AI item alone; each reads their own sectors (one rendered digest each).
+    assert "关注领域：人工智能\n" in texts[narrow]
+    assert "关注领域：人工智能✓、大数据与云计算（✓ 本期有相关内容）" in texts[wide]
+
+
+# --- 15. confirmation links and the names in subscription mail -----------------------------------
+
+
+def _smtp_env(server: LoopbackController) -> dict[str, str]:
+    return {"NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+            "NEWSLETTER_SMTP__PORT": str(server.port)}  # fmt: skip
+
+
+def _mail_to(server: LoopbackController, address: str) -> EmailMessage:
+    [got] = [r for r in server.handler.received if r.rcpt == address]
+    message: EmailMessage = got.parsed()
+    return message
+
+
+def _plain(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def test_invitations_greet_people_by_the_name_staff_gave(
+    runner: CliRunner, instance: Instance, tmp_path: Path, smtp_server: LoopbackController
+) -> None:
+    env = _smtp_env(smtp_server)
+    listed = tmp_path / f"{BERLIN}.csv"
+    listed.write_text(f"email,name\n{LI},李伟\n", encoding="utf-8")
+    cli(runner, instance, "subscribers", "import", str(listed), "--require-confirmation", env=env)
+    successor = "zhao.lei@mission-berlin.example.org"
+    cli(runner, instance, "subscribers", "handover", LI, successor, "--name", "赵磊", env=env)
+
+    for address, name in ((LI, "李伟"), (successor, "赵磊")):
+        message = _mail_to(smtp_server, address)
+        assert message["To"].addresses[0].display_name == name
+        text = _plain(message)
+        assert f"尊敬的{name}：/ Dear {name}," in text and "/confirm/" in text
+        html_part = message.get_body(("html",))
+        assert html_part is not None and f"尊敬的{name}" in html_part.get_content()
+
+
+def _client(instance: Instance) -> TestClient:
+    return TestClient(create_app(instance.settings))
+
+
+def test_a_name_typed_into_the_public_form_is_never_used_in_mail(
+    runner: CliRunner, instance: Instance, smtp_server: LoopbackController
+) -> None:
+    settings = instance.settings.overridden(
+        {"transport": "smtp", "smtp.host": "127.0.0.1", "smtp.port": smtp_server.port}
+    )
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/subscribe")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        form = {"email": "stranger@example.org", "name": "Your boss", "embassy": BERLIN,
+                "sectors": ["ai"], "language": "zh", "csrf": csrf.group(1)}  # fmt: skip
+        assert client.post("/subscribe", data=form).status_code == 200
+    message = _mail_to(smtp_server, "stranger@example.org")
+    assert "Your boss" not in message.as_string()
+    assert "您好 / Hello," in _plain(message)
+
+
+def test_a_confirmation_link_opened_again_says_already_confirmed(
+    runner: CliRunner, instance: Instance, tmp_path: Path, smtp_server: LoopbackController
+) -> None:
+    listed = tmp_path / f"{BERLIN}.csv"
+    listed.write_text(f"email,name\n{LI},李伟\n", encoding="utf-8")
+    cli(runner, instance, "subscribers", "import", str(listed), "--require-confirmation",
+        env=_smtp_env(smtp_server))  # fmt: skip
+    found = re.search(r"https?://\S+?(/confirm/\S+)", _plain(_mail_to(smtp_server, LI)))
+    assert found is not None
+    link = found.group(1)
+    with _client(instance) as client:
+        first = client.get(link)
+        assert "确认订阅" in first.text and "<form" in first.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', first.text)
+        assert csrf is not None
+        done = client.post(link, data={"csrf": csrf.group(1)})
+        assert "Subscription confirmed" in done.text
+        assert _people(instance) == {LI: "active"}
+
+        again = client.get(link)
+        assert again.status_code == 200
+        assert "Already confirmed" in again.text and "订阅早已确认" in again.text
+        assert "<form" not in again.text  # nothing to press
+        posted_again = client.post(link, data={"csrf": csrf.group(1)})
+        assert "Already confirmed" in posted_again.text
+    confirmed = [e for e in _audit(instance, "status") if e.new_status == "active"]
+    assert len(confirmed) == 1  # the second visit changed nothing
+
+
+# --- 16. access logs -----------------------------------------------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_access_logs_name_the_route_never_the_token(instance: Instance, runner: CliRunner) -> None:
+    cli(runner, instance, "subscribers", "add", LI, "--embassy", BERLIN)
+    settings = instance.settings
+    with database(instance) as engine, Session(engine) as session:
+        key = session.exec(select(Subscriber.token_key).where(Subscriber.email == LI)).one()
+    unsubscribe, preferences, _ = recipient_links(settings, key)
+    confirm = f"/confirm/{confirm_token(settings.secret, key, now=utcnow())}"
+    tokens = [urlsplit(u).path.rsplit("/", 1)[1] for u in (unsubscribe, preferences)]
+
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="info")
+    server = uvicorn.Server(config)
+    captured = _Lines()
+    captured.setFormatter(AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s'))
+    logging.getLogger("uvicorn.access").addHandler(captured)  # after uvicorn set up its logging
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base) as http:
+            assert http.get(urlsplit(preferences).path, params={"saved": "1"}).status_code == 200
+            assert http.get(confirm).status_code == 200
+            one_click = http.post(
+                urlsplit(unsubscribe).path, data={"List-Unsubscribe": "One-Click"}
+            )
+            assert one_click.status_code == 200
+        deadline = time.monotonic() + 10
+        while len(captured.lines) < 3:  # the access line is written as the response ends
+            assert time.monotonic() < deadline, captured.lines
+            time.sleep(0.02)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        logging.getLogger("uvicorn.access").removeHandler(captured)
+    log = "\n".join(captured.lines)
+    assert '"POST /unsubscribe/{token} HTTP/1.1" 200' in log
+    assert '"GET /preferences/{token} HTTP/1.1" 200' in log
+    assert '"GET /confirm/{token} HTTP/1.1" 200' in log
+    for token in (*tokens, confirm.rsplit("/", 1)[1]):
+        assert token not in log
+    assert "saved=1" not in log  # the query after a token goes with it
+    assert _people(instance) == {LI: "unsubscribed"}  # the requests were real

@@ -95,7 +95,9 @@ def test_profile_key_equal_exactly_when_the_digest_is_the_same(
     issue: Issue, a: Audience, b: Audience
 ) -> None:
     sa, sb = select_items(issue, a), select_items(issue, b)
-    same = sa.included == sb.included and sa.matched_sectors == sb.matched_sectors
+    same = (sa.included, sa.matched_sectors, sa.interests) == (
+        sb.included, sb.matched_sectors, sb.interests,
+    )  # fmt: skip
     assert (profile_key(sa, "zh") == profile_key(sb, "zh")) == same
     assert profile_key(sa, "zh") != profile_key(sa, "en")
 

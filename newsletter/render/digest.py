@@ -24,6 +24,7 @@ from newsletter.render.view import (
     disclaimer_text,
     group_items,
     left_out,
+    reader_sectors,
     sector_name,
 )
 from newsletter.tailor import Selection
@@ -111,6 +112,9 @@ def _context(
     groups = group_items(issue, included, web=web, bodies=bodies, sectors=sectors, chrome=chrome)
     names = [sector_name(code, sectors, chrome) for code in selection.matched_sectors]
     whole = included >= {item.id for item in issue.items}
+    mine = reader_sectors(selection.interests, selection.matched_sectors, sectors, chrome)
+    marked = sum(m.matched for m in mine)
+    named = [] if whole else names[:SUBJECT_SECTORS]
     return {
         "t": chrome,
         "issue": issue,
@@ -121,9 +125,13 @@ def _context(
         "whole": whole,
         "count": sum(len(s.items) for g in groups for s in g.sections),
         "total": len(issue.items),
-        "sector_names": [] if whole else names,
-        "subject_sectors": [] if whole else names[:SUBJECT_SECTORS],
-        "more_sectors": not whole and len(names) > SUBJECT_SECTORS,
+        # All of the reader's sectors; marks only when some (not all) have items this time.
+        "your_sectors": mine,
+        "mark_matched": 0 < marked < len(mine),
+        "none_matched": bool(mine) and not marked,
+        # The subject names what this issue brings them, "and more" when they have more.
+        "subject_sectors": named,
+        "more_sectors": bool(named) and len(mine) > len(named),
         "web": web,
         "disclaimer": disclaimer_text(issue),
         "preheader": _preheader(groups),

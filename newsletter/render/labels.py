@@ -29,6 +29,9 @@ class Chrome:
     selected: str  # "{count}" of "{total}" items
     whole: str
     your_sectors: str
+    matched_mark: str  # after each sector of the reader's that this issue has items for
+    matched_note: str  # explains the mark
+    none_matched: str  # none of the reader's sectors has items in this issue
     also: str
     also_note: str
     source: str
@@ -84,6 +87,9 @@ CHROME: dict[str, Chrome] = {
         selected="本期共 {total} 篇，按您关注的领域为您选出 {count} 篇。",
         whole="本期共 {total} 篇。",
         your_sectors="关注领域",
+        matched_mark="✓",
+        matched_note="（✓ 本期有相关内容）",
+        none_matched="（本期没有这些领域的内容）",
         also="本期其他内容",
         also_note="以下内容不在您关注的领域，可在网页版阅读：",
         source="来源",
@@ -109,6 +115,9 @@ CHROME: dict[str, Chrome] = {
         selected="{count} of the {total} items in this issue, chosen for your sectors.",
         whole="{total} items in this issue.",
         your_sectors="Your sectors",
+        matched_mark=" ✓",
+        matched_note=" (✓ in this issue)",
+        none_matched=" (none in this issue)",
         also="Also in this issue",
         also_note="Outside your sectors; read them in the web version:",
         source="Source",

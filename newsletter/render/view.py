@@ -68,6 +68,30 @@ def sector_name(code: str, sectors: Mapping[str, SectorDef], chrome: Chrome) -> 
     return found.zh if chrome.language == "zh" else found.en
 
 
+@dataclass(frozen=True)
+class SectorMention:
+    """One of the reader's sectors as the digest names it, and whether this issue has items."""
+
+    name: str
+    matched: bool
+
+
+def reader_sectors(
+    interests: Collection[str],
+    matched: Collection[str],
+    sectors: Mapping[str, SectorDef],
+    chrome: Chrome,
+) -> tuple[SectorMention, ...]:
+    """Every sector of the reader's, in the taxonomy's order, those with items in this issue
+    marked: listing only the matched ones made readers think the others were lost."""
+    known = [code for code in sectors if code in interests]
+    others = sorted(code for code in interests if code not in sectors)
+    return tuple(
+        SectorMention(sector_name(code, sectors, chrome), code in matched)
+        for code in (*known, *others)
+    )
+
+
 def _source(raw: str | None) -> tuple[str | None, str, str]:
     text = (raw or "").strip().strip("<>").strip()
     parts = urlsplit(text)
