@@ -38,6 +38,8 @@ class Addressee(Protocol):
     def language(self) -> str: ...
     @property
     def token_key(self) -> str: ...
+    @property
+    def consent_source(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,27 @@ class MailRequest:
 
     @classmethod
     def about(cls, kind: MailKind, subscriber: Addressee) -> MailRequest:
-        return cls(
-            kind, subscriber.email, subscriber.name, subscriber.language, subscriber.token_key
-        )
+        """The request for `kind`, naming the person only by a name staff gave.
+
+        A name typed into the public form is never used: whoever filled it in may not own the
+        address, and a greeting they wrote would reach a stranger's inbox under our name.
+        """
+        staff_named = kind is MailKind.INVITE or not subscriber.consent_source.startswith("web:")
+        name = subscriber.name if staff_named else ""
+        return cls(kind, subscriber.email, name, subscriber.language, subscriber.token_key)
+
+
+def _one_line(name: str) -> str:
+    # Stored names hold no controls (`check_text`); a line break would still split a header.
+    return " ".join(name.split())
 
 
 def _context(settings: Settings, request: MailRequest, now: dt.datetime) -> dict[str, object]:
     unsubscribe, preferences, _ = recipient_links(settings, request.token_key)
     confirm = confirm_token(settings.secret, request.token_key, now=now)
-    # No name from the form goes into the mail: whoever filled it in may not own the address,
-    # and a greeting they wrote would reach a stranger's inbox under our name.
+    # `request.name` is only ever one staff gave (see `MailRequest.about`).
     return {
+        "name": _one_line(request.name),
         "kind": request.kind.value,
         "already": request.kind is MailKind.ALREADY,
         "invite": request.kind is MailKind.INVITE,
@@ -89,7 +101,7 @@ def subscription_message(
     unsubscribe, _, mailto = recipient_links(settings, request.token_key)
     envelope = Envelope(
         from_address=settings.sender.address, from_name=settings.sender.name,
-        to_address=request.address, to_name="",
+        to_address=request.address, to_name=_one_line(request.name),
         message_id=f"<{request.kind.value}.{secrets.token_hex(10)}@{settings.domain}>",
         list_id=f"{settings.list_id}.{settings.domain}", unsubscribe_url=unsubscribe,
         unsubscribe_mailto=mailto, reply_to=settings.sender.reply_to,

@@ -20,7 +20,7 @@ from newsletter.models import utcnow
 from newsletter.render.environment import make_environment
 from newsletter.subscriptions.lifecycle import PreferencesError
 from newsletter.tokens import InvalidToken
-from newsletter.web import archive, links, subscribe
+from newsletter.web import access_log, archive, links, subscribe
 from newsletter.web.context import WebContext, page, web_context
 from newsletter.web.limits import WebLimits
 from newsletter.web.security import CsrfError, CsrfGuard, SecurityHeaders
@@ -59,8 +59,10 @@ def create_app(
         lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
     )
     app.state.web = context
-    for router in (subscribe.router, links.router, archive.router):
+    routers = (subscribe.router, links.router, archive.router)
+    for router in routers:
         app.include_router(router)
+    access_log.install(getattr(route, "path", "") for r in routers for route in r.routes)
     home = f"{settings.base_url}/archive"
     app.add_api_route("/", lambda: RedirectResponse(home, status_code=307), methods=["GET"])
     _add_slash_redirect(app, settings.base_url)

@@ -39,7 +39,12 @@ def confirm_page(token: str, request: Request, web: Web, db: Db) -> HTMLResponse
         db, web.secret, token, Purpose.CONFIRM, now=web.clock()
     )
     lifecycle.check_confirmable(subscriber, claim)
-    return page(web, request, "confirm.html.j2", form="confirm", done=False)
+    if subscriber.status == SubscriberStatus.ACTIVE:  # the link opened again: nothing to do
+        return page(
+            web, request, "confirm.html.j2", done=False, already=True,
+            links=_links(web, subscriber),
+        )  # fmt: skip
+    return page(web, request, "confirm.html.j2", form="confirm", done=False, already=False)
 
 
 @router.post("/confirm/{token}")
@@ -50,9 +55,12 @@ def confirm(
     subscriber, claim = lifecycle.from_token(
         db, web.secret, token, Purpose.CONFIRM, now=web.clock()
     )
-    lifecycle.confirm(db, subscriber, claim, actor=Actor("subscriber", "link"))
+    changed = lifecycle.confirm(db, subscriber, claim, actor=Actor("subscriber", "link"))
     db.commit()
-    return page(web, request, "confirm.html.j2", done=True, links=_links(web, subscriber))
+    return page(
+        web, request, "confirm.html.j2", done=changed, already=not changed,
+        links=_links(web, subscriber),
+    )  # fmt: skip
 
 
 @router.get("/unsubscribe/{token}")
