@@ -151,14 +151,17 @@ def _print_plan(plan: SendPlan) -> None:
     route = plan.route
     campaign = f"campaign {plan.campaign}" if plan.campaign else "a new campaign"
     out.print(
-        f"dry run, nothing changed: {plan.issue} ({campaign}), {route.described}", markup=False
+        f"dry run, nothing changed: {plan.issue} ({campaign}), {route.described}",
+        markup=False,
+        soft_wrap=True,
     )
     if plan.refused:
-        out.print(f"send would refuse: {plan.refused}", markup=False)
+        out.print(f"send would refuse: {plan.refused}", markup=False, soft_wrap=True)
     out.print(
         f"would send {plan.recipients} messages in {plan.profiles} profiles "
         f"to {len(plan.by_mission)} missions",
         markup=False,
+        soft_wrap=True,
     )
     if plan.by_mission:
         table = Table("mission", "recipients")
@@ -166,7 +169,7 @@ def _print_plan(plan: SendPlan) -> None:
             table.add_row(mission, str(n))
         out.print(table)
     for why, n in plan.skipped.items():
-        out.print(f"skipped {n}: {why}", markup=False)
+        out.print(f"skipped {n}: {why}", markup=False, soft_wrap=True)
 
 
 def _confirm(plan: SendPlan) -> None:
@@ -175,7 +178,7 @@ def _confirm(plan: SendPlan) -> None:
     if plan.refused or not plan.recipients:
         return  # the send itself says why nothing goes
     if not typer.confirm(f"send {plan.recipients} messages now?", default=False, err=True):
-        err.print("nothing sent", markup=False)
+        err.print("nothing sent", markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -200,6 +203,7 @@ def _test_send(
         f"test send of {slug} ({whose}) to {sent.to}: {sent.reply}; {sent.route.described}; "
         "no campaign, no ledger row; its links name nobody",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -285,7 +289,7 @@ def send(
     else:
         _print_report(report, started)
         if nothing:
-            out.print(nothing, markup=False)
+            out.print(nothing, markup=False, soft_wrap=True)
     if problem is not None:
         raise problem
 
@@ -300,6 +304,7 @@ def _say_handed_off(slug: str, handed: sending.HandedOff, json_: bool) -> None:
         f"already running on this database ({handed.holder}), which sends them; follow it "
         f"with `newsletter campaign status {c}`",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -307,13 +312,15 @@ def _print_report(report: SendReport, started: float) -> None:
     out.print(
         f"campaign {report.campaign} ({report.state}): {report.sent} sent, {report.failed} failed, "
         f"{report.skipped} skipped, {report.retry} to retry, {report.unknown} unknown; "
-        f"{report.profiles} profiles rendered in {time.perf_counter() - started:.2f} s"
+        f"{report.profiles} profiles rendered in {time.perf_counter() - started:.2f} s",
+        soft_wrap=True,
     )
     if report.recovered_unknown:
         out.print(
             f"{report.recovered_unknown} rows were mid-send when a sender stopped: marked unknown, "
-            "not resent (see `newsletter campaign report`; --resend-unknown resends them)"
+            "not resent (see `newsletter campaign report`; --resend-unknown resends them)",
+            soft_wrap=True,
         )
     if report.reason and report.state != "paused":
         # Still sending after a back-off (a pause is the error line).
-        out.print(f"{report.state}: {report.reason}", markup=False)
+        out.print(f"{report.state}: {report.reason}", markup=False, soft_wrap=True)
