@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/newsletter demo --dir demo
+	$(BIN)/newsletter demo --dir demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -174,7 +174,7 @@ def _with(old: str, new: str) -> str:
         (_with("date: 2020-08-01", "date: 2030-02-30"), "date: '2030-02-30' is not a date (day"),
         (_with("date: 2020-08-01", "date: 2020-08-01T25:00"), "date: '2020-08-01T25:00' is not"),
         ("items: [1]\nitems: [2]\n", "items: appears twice"),
-        (_with("year: 2020", "year: 2020\n  bad: [indent"), "yaml: "),
+        (_with("year: 2020", "year: 2020\n  bad: [indent"), "YAML syntax error: "),
     ],
     ids=[
         "deep-lists",

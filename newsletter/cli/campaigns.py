@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -26,7 +27,8 @@ from newsletter.cli.base import (
     run_until_signal,
     settings_for,
 )
-from newsletter.delivery.campaigns import LedgerRow
+from newsletter.cli.output import write_output
+from newsletter.delivery.campaigns import CampaignSummary, LedgerRow
 from newsletter.delivery.engine import SendReport
 from newsletter.services import campaigns as service
 from newsletter.services.worker import Worker, one_line_database_faults
@@ -80,9 +82,31 @@ def campaign_pause(
 def campaign_resume(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
-    """Let a paused campaign send again (a running `worker`, or `newsletter send`, picks it up)."""
-    service.resume_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
-    err.print(f"campaign {campaign_id} resumed")
+    """Let a paused campaign send again; says what will send it (a worker, `run`, or `send`)."""
+    settings = settings_for(ctx, config)
+    resumed = service.resume_campaign(settings, campaign_id, actor=Actor.cli())
+    sender = service.running_sender(settings)
+    err.print(f"campaign {campaign_id} resumed; {_who_sends(resumed, sender)}", markup=False)
+
+
+def _who_sends(campaign: CampaignSummary, sender: service.SenderWatch) -> str:
+    if campaign.state == "scheduled":
+        return (
+            "its rows wait for their planned sends (`newsletter schedule list`), which a running "
+            "`newsletter run` fires at their time"
+        )
+    send_now = f"`newsletter send {campaign.issue}` sends it now"
+    if not sender.known:
+        return (
+            f"a running `newsletter worker` or `newsletter run` picks it up; if none runs, "
+            f"{send_now}"
+        )
+    if sender.holder:
+        return f"the running sender ({sender.holder}) picks it up"
+    return (
+        f"no sender is running on this database: {send_now}, or start `newsletter worker` "
+        "(or `newsletter run`) to send it in the background"
+    )
 
 
 @campaign_app.command("cancel")
@@ -131,14 +155,15 @@ def campaign_resend_unknown(
 _STATES = ("sent", "failed", "retry", "queued", "sending", "unknown", "skipped")
 
 
-def _write_csv(csv_file: Path, rows: Sequence[LedgerRow]) -> None:
-    with csv_file.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "embassy", "state", "attempts", "reply", "sent_at", "message_id"])
-        for r in rows:
-            sent = r.sent_at.isoformat() if r.sent_at else ""
-            cells = [r.email, r.embassy, r.state, str(r.attempts), r.reply, sent, r.message_id]
-            writer.writerow([unformula(c) for c in cells])
+def _csv_text(rows: Sequence[LedgerRow]) -> str:
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["email", "embassy", "state", "attempts", "reply", "sent_at", "message_id"])
+    for r in rows:
+        sent = r.sent_at.isoformat() if r.sent_at else ""
+        cells = [r.email, r.embassy, r.state, str(r.attempts), r.reply, sent, r.message_id]
+        writer.writerow([unformula(c) for c in cells])
+    return handle.getvalue()
 
 
 @campaign_app.command("report")
@@ -148,6 +173,9 @@ def campaign_report(
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Write every recipient to FILE.")
     ] = None,
+    recipients: Annotated[
+        bool, typer.Option("--recipients", help="List every recipient (text), not only problems.")
+    ] = False,
     config: ConfigOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -155,8 +183,7 @@ def campaign_report(
     report = service.campaign_report(settings_for(ctx, config), campaign_id, scope=Scope.all())
     rows, per_embassy = report.recipients, report.by_embassy
     if csv_file:
-        _write_csv(csv_file, rows)
-        err.print(f"wrote {csv_file}: {len(rows)} recipients")
+        err.print(f"wrote {write_output(csv_file, _csv_text(rows))}: {len(rows)} recipients")
     if json_:
         summary = report.summary.as_dict()
         print_json({**summary, "by_embassy": per_embassy, "recipients": [asdict(r) for r in rows]})
@@ -165,6 +192,13 @@ def campaign_report(
     for embassy, per in sorted(per_embassy.items()):
         table.add_row(embassy, *(str(per.get(s, 0)) for s in _STATES))
     out.print(table)
+    if recipients:
+        listed = Table("email", "embassy", "state", "attempts", "sent at", "reply")
+        for r in rows:
+            sent = r.sent_at.isoformat(timespec="seconds") if r.sent_at else ""
+            listed.add_row(r.email, r.embassy, r.state, str(r.attempts), sent, r.reply)
+        out.print(listed)
+        return
     problems = [r for r in rows if r.state in ("failed", "unknown", "retry")]
     for r in problems:
         out.print(f"{r.state:>8} {r.email} ({r.embassy}): {r.reply}", markup=False)

@@ -20,6 +20,7 @@ from newsletter.cli.base import (
     read_bytes,
     settings_for,
 )
+from newsletter.cli.output import check_output, write_output
 from newsletter.content import issue_intake
 from newsletter.issues import get_issue, list_issues
 from newsletter.services.actors import Actor
@@ -52,25 +53,26 @@ def issue_convert(
         Path, typer.Argument(help="The journal's plain text, as exported from the PDF.")
     ],
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="YAML file to write.")
+        Path | None, typer.Option("-o", "--output", help="YAML file to write (-: stdout).")
     ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Convert the journal's plain text into an issue file for review (stdout or -o FILE)."""
     settings = settings_for(ctx, config)
+    check_output(output)
     data = read_bytes(file)
     with open_session(settings) as session:
         taxonomy = tuple(directory.sectors(session).values())
     conversion = issue_intake.convert_text(data, source=str(file), taxonomy=taxonomy)
     for warning in conversion.warnings:
         err.print(f"warning: {file}:{warning.line}: {warning.message}", markup=False)
-    if output:
-        output.write_text(conversion.yaml, encoding="utf-8")
+    where = write_output(output, conversion.yaml)
+    if where != "stdout":
         err.print(
-            f"wrote {output}: {len(conversion.issue.items)} items, {len(conversion.warnings)} warnings"
+            f"wrote {where}: {len(conversion.issue.items)} items, "
+            f"{len(conversion.warnings)} warnings",
+            markup=False,
         )
-    else:
-        typer.echo(conversion.yaml, nl=False)
 
 
 @issue_app.command("list")

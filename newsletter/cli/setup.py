@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from newsletter import directory, runtime
+from newsletter.cli import demo_folder
 from newsletter.cli.base import (
     ConfigOption,
     JsonOption,
@@ -17,8 +17,9 @@ from newsletter.cli.base import (
     out,
     print_json,
 )
+from newsletter.cli.output import output_folder, write_output
 from newsletter.cli.sending import send_with_progress
-from newsletter.config import Settings, config_path, load_settings, sample_config
+from newsletter.config import CONFIG_ENV, Settings, config_path, load_settings, sample_config
 from newsletter.content import issue_intake
 from newsletter.db import Session, make_engine, upgrade
 from newsletter.errors import ConfigError
@@ -47,14 +48,34 @@ def init(
     """Create newsletter.toml (if missing), the database at the latest schema, and reference data."""
     target = (dir / "newsletter.toml") if dir else config_path(config or ctx.find_root().obj)
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(sample_config(), encoding="utf-8")
-        err.print(f"wrote {target}")
+        output_folder(target.parent)
+        err.print(f"wrote {write_output(target, sample_config())}", markup=False)
     settings = load_settings(target)
     sectors, embassies = _initialise(settings)
     err.print(
-        f"database ready: {settings.resolved_database_url} ({sectors} sectors, {embassies} missions)"
+        f"database ready: {settings.resolved_database_url} ({sectors} sectors, {embassies} missions)",
+        markup=False,
     )
+    for line in next_steps(target):
+        err.print(line, markup=False)
+
+
+def next_steps(config: Path) -> list[str]:
+    """How later commands find this instance, and what a newcomer does next."""
+    config = config.resolve()
+    if config.parent == Path.cwd().resolve() and config.name == "newsletter.toml":
+        found = ["commands run in this folder use it"]
+    else:
+        found = [
+            f"later commands find it when run in {config.parent} (cd {config.parent}),",
+            f"or with --config {config}, or with {CONFIG_ENV}={config} in the environment",
+        ]
+    return [
+        *found,
+        "next: newsletter subscribers import LISTS.csv...   (one <embassy-code>.csv per mission)",
+        "      newsletter issue import ISSUE.yaml           (or the journal's plain text)",
+        "      newsletter preview SLUG --subscriber EMAIL   then   newsletter send SLUG",
+    ]
 
 
 @app.command()
@@ -63,16 +84,21 @@ def demo(
         "demo"
     ),
     smtp: Annotated[str | None, typer.Option("--smtp", help="HOST:PORT of an SMTP server.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild DIR when it holds a demo built before.")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
-    """A fresh instance in DIR: sample data and issue loaded, every digest sent, a summary."""
+    """A fresh instance in DIR: sample data and issue loaded, every digest sent, a summary.
+
+    DIR must be new, empty, or a demo built before (rebuilt with --force): anything else in it
+    is someone's, and is never deleted.
+    """
     host, port = _host_port(smtp) if smtp else ("", 0)
+    demo_folder.clear(dir, force=force)
+    demo_folder.mark(dir)
     config = dir / "newsletter.toml"
-    for leftover in (config, *dir.glob("newsletter.db*")):
-        leftover.unlink(missing_ok=True)
-    shutil.rmtree(dir / "outbox", ignore_errors=True)
-    dir.mkdir(parents=True, exist_ok=True)
-    config.write_text(sample_config(), encoding="utf-8")
+    write_output(config, sample_config())
     settings = load_settings(config)
     if smtp:
         settings = settings.overridden({"transport": "smtp", "smtp.host": host, "smtp.port": port})

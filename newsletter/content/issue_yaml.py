@@ -44,6 +44,25 @@ class IssueFileError(ContentError):
         super().__init__(f"{where}: {field_name}: {problem}")
 
 
+class YamlSyntaxError(IssueFileError):
+    """Not well-formed YAML: `FILE:LINE:COLUMN: YAML syntax error: ...`, where the parser stopped."""
+
+    def __init__(self, source: str, line: int, column: int, problem: str) -> None:
+        self.source, self.line, self.column = source, line, column
+        self.field_name, self.problem = "yaml", problem
+        ContentError.__init__(self, f"{source}:{line}:{column}: YAML syntax error: {problem}")
+
+    @classmethod
+    def of(cls, source: str, error: yaml.MarkedYAMLError) -> YamlSyntaxError:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = error.problem or error.context or "not valid YAML"
+        begun = error.context_mark
+        if error.context and error.problem and begun is not None:
+            problem += f" ({error.context} on line {begun.line + 1})"
+        return cls(source, line, column, problem)
+
+
 @dataclass
 class _Ctx:
     source: str
@@ -286,9 +305,7 @@ def load_issue(
         _refuse_deep_nesting(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else None
-        raise IssueFileError(source, line, "yaml", str(exc.problem or exc)) from None
+        raise YamlSyntaxError.of(source, exc) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         raise IssueFileError(

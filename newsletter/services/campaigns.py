@@ -14,6 +14,7 @@ from newsletter.config import Settings
 from newsletter.db import Engine
 from newsletter.delivery import campaigns
 from newsletter.delivery.campaigns import CampaignSummary, LedgerRow
+from newsletter.filelock import lock_path, try_lock, unlock
 from newsletter.models import CampaignState, utcnow
 from newsletter.scheduling import jobs, plans
 from newsletter.services.units import database, unit_of_work
@@ -40,6 +41,14 @@ class CancelledCampaign:
     skipped: int  # rows that will never be sent
     in_flight: int  # on the wire at that moment: recorded as the server answers
     plans: tuple[int, ...]  # planned sends cancelled with it
+
+
+@dataclass(frozen=True)
+class SenderWatch:
+    """Whether a sender runs on the database, so staff know what will send a campaign."""
+
+    known: bool  # False on PostgreSQL: workers on other hosts register nowhere
+    holder: str | None = None  # the running sender as it named itself: `pid 123: newsletter run`
 
 
 def _said(actor: Actor, what: str, campaign_id: int) -> None:
@@ -98,6 +107,28 @@ def resume_campaign(
         summary = campaigns.summarise(session, campaign)
     _said(actor, "resumed", campaign_id)
     return summary
+
+
+def running_sender(settings: Settings, *, db: Engine | None = None) -> SenderWatch:
+    """The sender holding a SQLite database's sender lock, if any (unknowable on PostgreSQL).
+
+    The probe holds the lock for an instant only, and only when nobody else does.
+    """
+    with database(settings, db) as engine:
+        path = lock_path(engine, "sender")
+    if path is None:
+        return SenderWatch(known=False)
+    if not path.exists():
+        return SenderWatch(known=True)
+    fd = try_lock(path)
+    if fd is not None:
+        unlock(fd)
+        return SenderWatch(known=True)
+    try:
+        holder = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        holder = ""
+    return SenderWatch(known=True, holder=holder or "a process that did not say which")
 
 
 def cancel_campaign(
