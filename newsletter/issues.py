@@ -33,6 +33,7 @@ def _sent_count(session: Session, issue_id: int) -> int:
         .select_from(Delivery)
         .join(Campaign, col(Campaign.id) == col(Delivery.campaign_id))
         .where(Campaign.issue_id == issue_id, Delivery.state == DeliveryState.SENT)
+        .where(col(Campaign.rehearsal).is_(False))  # a rehearsal sent it to nobody
     )
     return int(session.exec(query).one())
 
@@ -112,7 +113,7 @@ def published_issues(session: Session) -> list[IssueRecord]:
     sent = (
         select(Campaign.issue_id)
         .join(Delivery, col(Delivery.campaign_id) == col(Campaign.id))
-        .where(Delivery.state == DeliveryState.SENT)
+        .where(Delivery.state == DeliveryState.SENT, col(Campaign.rehearsal).is_(False))
     )
     query = (
         select(IssueRecord)

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.content.issue_intake import sample_issue_path
 from newsletter.services import sending
 from newsletter.services.actors import Actor, Scope
 from newsletter.testing.sink import LoopbackController
@@ -191,6 +192,10 @@ def test_file_and_null_sends_on_an_smtp_instance_are_rehearsals(
     assert len(list(outbox.glob("*.eml"))) == len(active)
     cli(runner, instance, "send", "2020-01", "--transport", "null", env=env)
     assert smtp_server.handler.received == []
+    # Rehearsed, not sent: the issue can still be corrected, and the archive does not show it.
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    with TestClient(create_app(instance.settings)) as browser:
+        assert "No issue has been sent yet" in browser.get("/archive").text
 
     # The real send still reaches everyone, and the rehearsals stay apart in the list.
     real = json.loads(cli(runner, instance, "send", "2020-01", "--json", env=env))
@@ -201,6 +206,7 @@ def test_file_and_null_sends_on_an_smtp_instance_are_rehearsals(
     with database(instance) as engine, engine.connect() as conn:
         kinds = conn.execute(sa.text("SELECT transport, rehearsal FROM campaign ORDER BY id")).all()
     assert [tuple(k) for k in kinds] == [("file", True), ("null", True), ("smtp", False)]
+    assert "already" in fails(runner, instance, "issue", "import", str(sample_issue_path()))
 
 
 def test_a_send_that_finds_nothing_says_why_and_where_the_mail_went(
