@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 import newsletter
 from newsletter.errors import ConfigError, NewsletterError, NotFoundError
-from newsletter.models import AuditEvent, Embassy, MissionClosure, Sector
+from newsletter.models import Embassy, MissionClosure, Sector
 from newsletter.taxonomy import EmbassyDef, SectorDef, parse_embassies, parse_sectors
 
 # The host city's subdivision (ISO 3166-2, as the `holidays` package names it) where its public
@@ -128,11 +128,9 @@ def add_closure(
     last: dt.date,
     reason: str,
     *,
-    actor: str,
-    via: str,
     now: dt.datetime,
 ) -> MissionClosure:
-    """Record a closure (no commit), audited; refused when it overlaps one already recorded."""
+    """Record a closure (no commit); refused when it overlaps one already recorded."""
     _embassy(session, code)
     if last < first:
         raise ClosureInputError(
@@ -161,26 +159,7 @@ def add_closure(
     )
     session.add(closure)
     session.flush()
-    _audit(session, "closure_added", closure, actor=actor, via=via, now=now)
     return closure
-
-
-def _audit(
-    session: Session,
-    action: str,
-    closure: MissionClosure,
-    *,
-    actor: str,
-    via: str,
-    now: dt.datetime,
-) -> None:
-    # The audit trail is about subscribers; a closure names its mission in the detail instead.
-    detail = (
-        f"closure {closure.id}: {closure.embassy_code} {closure.first_day.isoformat()} to "
-        f"{closure.last_day.isoformat()}" + (f" ({closure.reason})" if closure.reason else "")
-    )
-    session.add(AuditEvent(action=action, actor=actor, via=via, detail=detail, at=now))
-    session.flush()
 
 
 def closures(session: Session, code: str | None = None) -> list[MissionClosure]:
@@ -194,13 +173,10 @@ def closures(session: Session, code: str | None = None) -> list[MissionClosure]:
     return list(session.exec(query))
 
 
-def remove_closure(
-    session: Session, closure_id: int, *, actor: str, via: str, now: dt.datetime
-) -> MissionClosure:
+def remove_closure(session: Session, closure_id: int) -> MissionClosure:
     closure = session.get(MissionClosure, closure_id)
     if closure is None:
         raise NotFoundError("closure", str(closure_id), "see `newsletter embassies closure list`")
-    _audit(session, "closure_removed", closure, actor=actor, via=via, now=now)
     session.delete(closure)
     session.flush()
     return closure
