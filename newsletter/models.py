@@ -72,6 +72,11 @@ class Subscriber(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     confirmed_at: dt.datetime | None = None
     status_changed_at: dt.datetime = Field(default_factory=utcnow)
+    # How issues reach them (scheduling.cadence): each, weekly or monthly on an ISO weekday;
+    # nothing at all before `paused_until` (leave).
+    delivery_mode: str = Field(default="each", max_length=10)
+    mode_weekday: int | None = None
+    paused_until: dt.date | None = None
 
 
 class SubscriberSector(SQLModel, table=True):

@@ -344,3 +344,37 @@ def subscribers_handover(
         f"{done.old.email} to {done.new.email} (pending their confirmation"
         + ("; link sent)" if sent else "; no link sent)")
     )
+
+
+@subscribers_app.command("edit")
+def subscribers_edit(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="each (every issue), weekly or monthly (one digest on --weekday), or paused "
+            "(nothing until --until).",
+        ),
+    ],
+    weekday: Annotated[
+        str | None, typer.Option("--weekday", help="MON..SUN for weekly or monthly.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="YYYY-MM-DD, the day a pause ends.")
+    ] = None,
+    config: ConfigOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Set how often a subscriber receives, or pause them for leave (audited)."""
+    # Imported here: the delivery modes belong to scheduling, this module to the lists.
+    from newsletter.services import delivery_modes
+
+    change = delivery_modes.set_mode(
+        settings_for(ctx, config), email, mode, weekday=weekday, until=until, actor=Actor.cli()
+    )
+    if json_:
+        print_json(change.as_dict())
+        return
+    note(f"{change.email}: {change.described} (was {change.before})")

@@ -88,12 +88,19 @@ def open_campaign(session: Session, issue: IssueRecord) -> tuple[Campaign, bool]
 def enqueue_active(session: Session, campaign: Campaign) -> int:
     """Add a ledger row for every active subscriber not yet in this campaign's ledger."""
     already = select(Delivery.subscriber_id).where(Delivery.campaign_id == campaign.id)
+    # Weekly and monthly readers, and those on leave, get issues through the digest instead
+    # (scheduling.cadence.Cadence.takes_each_issue, here in SQL).
+    today = utcnow().date()
+    takes_each = (col(Subscriber.delivery_mode) == "each") & (
+        col(Subscriber.paused_until).is_(None) | (col(Subscriber.paused_until) <= today)
+    )
     # sqlalchemy's select: sqlmodel's is typed for at most four columns.
     source = sa_select(
         literal(campaign.id), col(Subscriber.id), literal(DeliveryState.QUEUED.value),
         literal(0), literal(""), literal(""), literal(""), literal(utcnow()),
     ).where(
-        col(Subscriber.status) == SubscriberStatus.ACTIVE, col(Subscriber.id).not_in(already)
+        col(Subscriber.status) == SubscriberStatus.ACTIVE, col(Subscriber.id).not_in(already),
+        takes_each,
     )  # fmt: skip
     statement = insert(Delivery).from_select(
         ["campaign_id", "subscriber_id", "state", "attempts", "profile", "message_id", "reply",

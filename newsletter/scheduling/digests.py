@@ -33,8 +33,10 @@ from newsletter.models import (
     Subscriber,
     SubscriberStatus,
 )
+from newsletter.scheduling import modes
+from newsletter.scheduling.cadence import Cadence
 from newsletter.scheduling.missions import missions as missions_of
-from newsletter.scheduling.rules import next_working_instant
+from newsletter.scheduling.rules import next_working_instant, zone
 from newsletter.states import RESCHEDULABLE, move
 from newsletter.tailor import Audience, decide
 from newsletter.taxonomy import EmbassyDef
@@ -189,7 +191,7 @@ def enqueue_digest(
     opens now (`working_days`: at the next working morning of a mission closed today) and
     closes after the grace."""
     record_received(session, now=now)
-    subscribers = _active(session, timezone)
+    subscribers = _served_today(session, _active(session, timezone), now)
     embassies = directory.embassies(session)
     sectors = sectors_of(session, [s for s, _ in subscribers])
     audiences = {s: audience(embassies.get(e), sectors.get(s, ())) for s, e in subscribers}
@@ -220,6 +222,22 @@ def enqueue_digest(
             outcome.deferred += sum(1 for s in owed if s in opens)
             outcome.per_issue[issue.slug] = len(owed)
     return outcome
+
+
+def _served_today(
+    session: Session, subscribers: list[tuple[int, str]], now: dt.datetime
+) -> list[tuple[int, str]]:
+    """Those this run serves on their mission's local date: not on leave, and weekly or
+    monthly readers only on their weekday's run."""
+    known = missions_of(session)
+    rhythm = modes.cadences(session, [s for s, _ in subscribers])
+
+    def local_day(code: str) -> dt.date:
+        mission = known.get(code)
+        return now.astimezone(zone(mission.timezone)).date() if mission else now.date()
+
+    days = {code: local_day(code) for code in {c for _, c in subscribers}}
+    return [(s, c) for s, c in subscribers if rhythm.get(s, Cadence()).digest_day(days[c])]
 
 
 def _opening_times(
