@@ -20,6 +20,7 @@ from newsletter.delivery.transports import FileTransport, NullTransport, Transpo
 from newsletter.errors import ConfigError
 from newsletter.issues import get_issue
 from newsletter.mail.message import DkimKey
+from newsletter.mail.sending_setup import KeyFacts, blockers, judge_base_url, judge_dkim, key_facts
 from newsletter.mail.settings import MailSettings
 from newsletter.render.environment import make_environment
 
@@ -80,6 +81,30 @@ def load_dkim(settings: Settings) -> DkimKey | None:
     return DkimKey(domain=dkim.domain, selector=dkim.selector, private_key=key)
 
 
+def read_dkim_key(settings: Settings) -> tuple[KeyFacts | None, str]:
+    """The DKIM key's facts, or why they could not be read ("" when no key is configured)."""
+    if not settings.dkim.key_file:
+        return None, ""
+    path = settings.path(settings.dkim.key_file)
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read dkim.key_file {path}: {exc.strerror}"
+    return key_facts(pem, str(path))
+
+
+def require_sendable(settings: Settings) -> None:
+    """Refuse to send real mail with a setup that would hurt readers or the domain's name:
+    an http base_url (unless this machine's own, for a trial), a partly set [dkim], a key
+    that cannot sign or a DKIM domain that does not align with From."""
+    key, problem = read_dkim_key(settings)
+    judged = [*judge_base_url(settings), *judge_dkim(settings, key, problem)]
+    found = blockers(judged)
+    if found:
+        fixes = "; ".join(f.message for f in found)
+        raise ConfigError(f"not sending by smtp: {fixes} (see `newsletter check`)")
+
+
 def make_transport(
     settings: Settings, kind: str | None = None, outbox: Path | None = None
 ) -> Transport:
@@ -87,6 +112,7 @@ def make_transport(
     if chosen == "file":
         return FileTransport(outbox or settings.path(settings.outbox))
     if chosen == "smtp":
+        require_sendable(settings)
         return SmtpTransport(settings.smtp, local_hostname=settings.domain)
     if chosen == "null":
         return NullTransport()

@@ -8,6 +8,7 @@ from newsletter.cli import (  # noqa: F401
     bounces,
     calendar,
     campaigns,
+    check,
     issues,
     reference,
     schedule,

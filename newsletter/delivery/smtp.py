@@ -17,6 +17,7 @@ connection's refusal reaches the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import smtplib
 import ssl
@@ -311,3 +312,24 @@ class SmtpTransport:
 
     async def connect(self) -> Connection:
         return SmtpConnection(self.settings, self.local_hostname, self.executor)
+
+
+def probe(settings: SmtpSettings, *, local_hostname: str) -> str:
+    """Open one session as a send would (greeting, TLS, login) and close it: "" when every step
+    went as configured, else what failed, for `newsletter check`."""
+    where = f"{settings.host}:{settings.port}"
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        connection = SmtpConnection(settings, local_hostname, executor)
+        try:
+            client = connection._open()
+        except smtplib.SMTPAuthenticationError as exc:
+            return f"{where} refused the login of smtp.username: {_text(exc.smtp_error)}"
+        except smtplib.SMTPResponseException as exc:
+            return f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}"
+        except ssl.SSLError as exc:
+            return f"TLS with {where} failed ({exc.reason or exc}); check smtp.security and the certificate"
+        except (OSError, smtplib.SMTPException) as exc:
+            return f"cannot reach the relay {where}: {exc}; check smtp.host and smtp.port"
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    return ""
