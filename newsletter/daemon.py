@@ -49,6 +49,17 @@ def web_server(settings: Settings, host: str, port: int) -> EmbeddedServer:
     return EmbeddedServer(config)
 
 
+def admin_server(settings: Settings, host: str, port: int) -> EmbeddedServer:
+    """The staff console (`run --admin`) on a listener of its own, beside the web pages."""
+    from newsletter.console import create_admin_app
+
+    config = uvicorn.Config(
+        create_admin_app(settings), host=host, port=port, proxy_headers=False,
+        server_header=False, log_level="warning",
+    )  # fmt: skip
+    return EmbeddedServer(config)
+
+
 class Daemon:
     """Runs until `stop`: then it stops claiming, lets in-flight messages finish, hands back
     unsent claimed rows (the engine does), shuts the scheduler down and releases its locks."""
@@ -62,12 +73,14 @@ class Daemon:
         say: Say,
         web: EmbeddedServer | None = None,
         transport: Transport | None = None,
+        admin: EmbeddedServer | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.stop = stop
         self.say = say
         self.web = web
+        self.admin = admin
         self.transport = transport
         self.wake = asyncio.Event()
         self.leading = asyncio.Event()
@@ -87,15 +100,17 @@ class Daemon:
             group.create_task(self._watch_stop())
             group.create_task(self._lead())
             group.create_task(self._send())
-            if self.web is not None:
-                group.create_task(self.web.serve())
+            for server in (self.web, self.admin):
+                if server is not None:
+                    group.create_task(server.serve())
 
     async def _watch_stop(self) -> None:
         await self.stop.wait()
         self.wake.set()
         self.leading.set()  # releases a sender still waiting for the lock on SQLite
-        if self.web is not None:
-            self.web.should_exit = True
+        for server in (self.web, self.admin):
+            if server is not None:
+                server.should_exit = True
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until `seconds` pass, the scheduler wakes us, or we are told to stop."""

@@ -3,8 +3,18 @@ headers and the IP allow-list, through TestClient against the real app on SQLite
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -20,7 +30,7 @@ from newsletter.console.security import CSP
 from newsletter.db import make_engine
 from newsletter.models import AdminEvent, StaffGrant, StaffSession, StaffUser
 from newsletter.services import staff
-from tests.conftest import Clock, Instance
+from tests.conftest import IN_CI, Clock, Instance
 
 PASSWORD = "correct horse battery staple"
 EDITOR = "li.wei@example.org"
@@ -354,3 +364,117 @@ def test_plain_http_cookies_only_from_loopback(
     with _client(lan, clock, base_url="http://console.intranet", peer=("10.0.0.5", 1)) as client:
         cookie = client.get("/admin/login").headers["set-cookie"]
         assert cookie.startswith("__Host-nl_admin_csrf=") and "secure" in cookie.lower()
+
+
+# --- `newsletter run --admin`, and a person in chromium --------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@dataclass
+class Running:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def running(instance: Instance, secret: str) -> Iterator[Running]:
+    """`newsletter run --admin` in its own process: scheduler, sender and the console."""
+    port = _free_port()
+    command = [
+        sys.executable, "-c", "from newsletter.cli import main; main()",
+        "--config", str(instance.config), "run", "--admin", "--admin-port", str(port),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    log = instance.dir / "run.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        found = Running(f"http://127.0.0.1:{port}", process, log)
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(f"{found.url}/admin/login"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"run --admin did not serve the console:\n{log.read_text()}")
+                time.sleep(0.2)
+            yield found
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_run_admin_serves_the_console_beside_the_scheduler(running: Running) -> None:
+    with urllib.request.urlopen(f"{running.url}/admin/login", timeout=5) as response:
+        assert response.headers["content-security-policy"] == CSP
+        assert "邮箱" in response.read().decode()
+    assert running.stop() == 0
+    assert "run: stopped" in running.log.read_text()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+WIDTH = 360
+
+
+@pytest.mark.browser
+# The pages are the same on PostgreSQL, which the TestClient tests above cover.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_log_in_with_two_factors_at_360_px_with_and_without_javascript(
+    running: Running, secret: str, instance: Instance, engine: Engine
+) -> None:
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    recovery = staff.reset_2fa(instance.settings, EDITOR, actor=Actor.cli(), db=engine).enrolment
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for javascript, code in ((True, None), (False, recovery.recovery_codes[0])):
+                context = browser.new_context(
+                    viewport={"width": WIDTH, "height": 720}, java_script_enabled=javascript
+                )
+                page = context.new_page()
+                page.goto(f"{running.url}/admin")
+                page.get_by_label("邮箱 Email").fill(EDITOR)
+                page.get_by_label("密码 Password").fill(PASSWORD)
+                page.get_by_role("button", name="登录 Log in").click()
+                page.wait_for_selector("h1:has-text('两步验证')")
+                if code is None:  # the first login enrols: the QR code is on the page
+                    assert page.locator("figure.qr svg").is_visible()
+                    code = pyotp.TOTP(recovery.totp_secret).now()
+                page.get_by_label("验证码 Code").fill(code)
+                page.get_by_role("button", name="验证 Verify").click()
+                page.wait_for_selector("h1:has-text('首页')")
+                assert page.locator("html").get_attribute("lang") == "zh-CN"
+                assert EDITOR in page.content() and "编辑 Editor" in page.content()
+                width = page.evaluate("() => document.documentElement.scrollWidth")
+                assert width <= WIDTH, f"the dashboard is {width}px wide at {WIDTH}px"
+                page.get_by_role("button", name="退出登录 Log out").click()
+                page.wait_for_selector("h1:has-text('登录')")
+                context.close()
+        finally:
+            browser.close()
+    assert [e.detail for e in _events(engine, "staff.login")] == [
+        '{"enrolled":true,"factor":"totp"}', '{"factor":"recovery","recovery_codes_left":9}',
+    ]  # fmt: skip
+    assert running.stop() == 0

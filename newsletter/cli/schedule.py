@@ -24,7 +24,7 @@ from newsletter.cli.base import (
     run_until_signal,
     settings_for,
 )
-from newsletter.daemon import Daemon, web_server
+from newsletter.daemon import Daemon, admin_server, web_server
 from newsletter.services import scheduling as service
 
 
@@ -246,9 +246,17 @@ def run(
     web: Annotated[bool, typer.Option("--web", help="Also serve the web pages.")] = False,
     host: Annotated[str, typer.Option("--host", help="Web address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Web port.")] = 8000,
+    admin: Annotated[bool, typer.Option("--admin", help="Also serve the staff console.")] = False,
+    admin_host: Annotated[
+        str, typer.Option("--admin-host", help="Console address to listen on.")
+    ] = "127.0.0.1",
+    admin_port: Annotated[
+        int, typer.Option("--admin-port", min=0, max=65535, help="Console port.")
+    ] = 8001,
     config: ConfigOption = None,
 ) -> None:
-    """Scheduler, sender and (with --web) the web pages, until SIGTERM/SIGINT (then exit 0).
+    """Scheduler, sender, (with --web) the web pages and (with --admin) the staff console, until
+    SIGTERM/SIGINT (then exit 0).
 
     One process per database fires jobs; another `run` stands by and takes over when it dies.
     """
@@ -264,6 +272,7 @@ def run(
             stop=stop,
             say=lambda m: err.print(m, markup=False, soft_wrap=True),
             web=server,
+            admin=admin_server(settings, admin_host, admin_port) if admin else None,
         )
         err.print(f"run: started (pid {os.getpid()})", markup=False)
         run_until_signal(daemon.run(), stop)
