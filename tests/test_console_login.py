@@ -478,3 +478,25 @@ def test_log_in_with_two_factors_at_360_px_with_and_without_javascript(
         '{"enrolled":true,"factor":"totp"}', '{"factor":"recovery","recovery_codes_left":9}',
     ]  # fmt: skip
     assert running.stop() == 0
+
+
+def test_the_session_says_what_its_holder_may_do_and_when_to_step_up(
+    instance: Instance, browser: TestClient, secret: str, clock: Clock, engine: Engine
+) -> None:
+    from newsletter.roles import Permission
+    from newsletter.services import logins
+
+    staff.grant(
+        instance.settings, EDITOR, role="liaison", scope=["de-berlin"], actor=Actor.cli(), db=engine
+    )
+    _log_in(browser, secret, clock)
+    token = browser.cookies["__Host-nl_admin"]
+    who = logins.who(instance.settings, token, now=clock.now, db=engine)
+    assert who is not None
+    assert who.can(Permission.READ_SUBSCRIBERS, "de-berlin")
+    assert not who.can(Permission.READ_SUBSCRIBERS, "fr-paris")
+    assert who.scope(Permission.READ_SUBSCRIBERS).missions == frozenset({"de-berlin"})
+    assert "使馆联络员 Embassy liaison" in browser.get("/admin").text
+    assert who.stepped_up(clock.now)
+    clock.advance(minutes=10)
+    assert not who.stepped_up(clock.now)

@@ -13,12 +13,12 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from newsletter import accounts, addresses, audit_log, credentials
-from newsletter.actors import Actor
+from newsletter import accounts, addresses, audit_log, credentials, roles
+from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
 from newsletter.db import Engine, Session
 from newsletter.models import StaffSession, StaffUser
-from newsletter.roles import Grant, StaffStatus
+from newsletter.roles import Grant, Permission, StaffStatus
 from newsletter.services import audit
 from newsletter.services.units import unit_of_work
 
@@ -28,6 +28,8 @@ FAILURES_PER_ADDRESS = 20
 FAILURE_WINDOW = dt.timedelta(minutes=15)
 # A pending session (password given, no code yet) lasts this long.
 PENDING_FOR = dt.timedelta(minutes=5)
+# A second factor older than this is asked for again before a step-up action (CONSOLE section 2).
+STEP_UP_FOR = dt.timedelta(minutes=10)
 # last_seen_at is written at most this often: a page view is not worth a write each time.
 SEEN_EVERY = dt.timedelta(seconds=60)
 
@@ -71,6 +73,18 @@ class Who:
     @property
     def actor(self) -> Actor:
         return Actor.staff(self.email)
+
+    def can(self, permission: Permission, mission: str | None = None) -> bool:
+        return roles.can(self.grants, permission, mission)
+
+    def scope(self, permission: Permission) -> Scope:
+        """What every list, search, export and report query of a page takes."""
+        return roles.scope(self.grants, permission)
+
+    def stepped_up(self, now: dt.datetime) -> bool:
+        """Whether the second factor is fresh enough for approve, send, erase, roles, settings;
+        if not, the page asks for a code again first."""
+        return now - self.mfa_at < STEP_UP_FOR
 
 
 @dataclass(frozen=True)
