@@ -1,5 +1,6 @@
 """Delivery modes: each issue, weekly or monthly on a weekday, paused until a date (leave).
 
+And arrival: a newcomer or a successor gets the latest issue once, never older back issues.
 Through the real CLI on SQLite and PostgreSQL, sends through the real SMTP sink, digest runs
 with an injected clock.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,8 +18,9 @@ from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from newsletter.models import Subscriber
+from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.scheduling import digests
+from newsletter.scheduling.arrival import latest_published, may_receive
 from newsletter.scheduling.cadence import (
     Cadence,
     CadenceInputError,
@@ -25,10 +28,12 @@ from newsletter.scheduling.cadence import (
     parse_cadence,
 )
 from newsletter.services import sending
+from newsletter.subscriptions import store
 from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, database, fails, invoke, load_sample
 
 SIX_HOURS = dt.timedelta(hours=6)
+SAMPLE = Path(__file__).parent.parent / "newsletter" / "content" / "samples" / "2020-01.yaml"
 PAUSED = "anna.schmidt@de-berlin.example.org"
 WEEKLY = "chen.hao@de-berlin.example.org"
 
@@ -164,3 +169,85 @@ def test_paused_and_weekly_readers_get_no_send_and_the_digest_serves_them_by_dat
         sending.send_campaign_rows(instance.settings, "2020-01", db=db, clock=lambda: day)
     got = Counter(r.rcpt for r in smtp_server.handler.received)
     assert got == Counter(active)  # each of them once, nobody twice
+
+
+# --- arrival: a newcomer gets the latest issue once, never older ones ---------------------------
+
+NOW = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
+
+
+@given(
+    sent=st.one_of(st.none(), st.integers(-90, 90)),
+    joined=st.integers(-90, 90),
+    latest=st.booleans(),
+    catch_up=st.integers(0, 60),
+)
+def test_who_may_receive_an_issue_sent_before_they_joined(
+    sent: int | None, joined: int, latest: bool, catch_up: int
+) -> None:
+    published = None if sent is None else NOW + dt.timedelta(days=sent)
+    joined_at = NOW + dt.timedelta(days=joined)
+    allowed = may_receive(published, joined_at, latest=latest, now=NOW + dt.timedelta(days=91),
+                          catch_up=dt.timedelta(days=catch_up))  # fmt: skip
+    if published is None or published >= joined_at:
+        assert allowed  # not yet sent, or sent after they joined: theirs like anyone's
+    else:
+        age = NOW + dt.timedelta(days=91) - published
+        assert allowed == (latest and catch_up > 0 and age <= dt.timedelta(days=catch_up))
+
+
+def test_latest_published_is_the_one_sent_last() -> None:
+    assert latest_published({}) is None
+    assert latest_published({1: NOW, 2: None, 3: NOW - dt.timedelta(days=1)}) == 1
+
+
+def _second_issue(tmp_path: Path) -> Path:
+    text = SAMPLE.read_text(encoding="utf-8").replace("\nnumber: 1\n", "\nnumber: 2\n", 1)
+    target = tmp_path / "2020-02.yaml"
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def test_a_newcomer_and_a_successor_get_the_latest_issue_once_and_no_older_one(
+    runner: CliRunner,
+    instance: Instance,
+    smtp_server: LoopbackController,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "smtp")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    active = load_sample(runner, instance)
+    send = ("--transport", "smtp", "--smtp-host", "127.0.0.1", "--smtp-port",
+            str(smtp_server.port))  # fmt: skip
+    cli(runner, instance, "send", "2020-01", *send)
+    cli(runner, instance, "issue", "import", str(_second_issue(tmp_path)))
+    cli(runner, instance, "send", "2020-02", *send)
+    assert len(smtp_server.handler.received) == 2 * len(active)
+
+    newcomer = "new.arrival@de-berlin.example.org"
+    cli(runner, instance, "subscribers", "add", newcomer, "--embassy", "de-berlin")
+    successor = "successor@de-munich-cg.example.org"
+    predecessor = next(a for a in sorted(active) if a.endswith("@de-munich-cg.example.org"))
+    cli(runner, instance, "subscribers", "handover", predecessor, successor, "--no-mail")
+    with database(instance) as db, Session(db) as session:
+        store.set_status(session, store.find(session, successor), SubscriberStatus.ACTIVE,
+                         actor="subscriber", via="link")  # fmt: skip
+        session.commit()
+    [digest] = json.loads(cli(runner, instance, "digest", "schedule", "--cron", "0 9 * * *",
+                              "--json"))  # fmt: skip
+    before = len(smtp_server.handler.received)
+    with database(instance) as db:
+        # Catch-up off: nothing already sent reaches them.
+        off = digests.run_digest_once(db, digest["id"], "", now=utcnow(), grace=SIX_HOURS,
+                                      catch_up=dt.timedelta())  # fmt: skip
+        assert off is not None and off.enqueued == 0
+        run = digests.run_digest_once(db, digest["id"], "", now=utcnow(), grace=SIX_HOURS)
+        assert run is not None and run.per_issue == {"2020-02": 2}
+        sending.send_campaign_rows(instance.settings, "2020-02", db=db)
+        again = digests.run_digest_once(db, digest["id"], "", now=utcnow(), grace=SIX_HOURS)
+        assert again is not None and again.enqueued == 0
+    arrived = smtp_server.handler.received[before:]
+    assert Counter(r.rcpt for r in arrived) == Counter({newcomer: 1, successor: 1})
+    assert all("No. 2" in str(r.parsed()["Subject"]) or "第2期" in str(r.parsed()["Subject"])
+               for r in arrived)  # fmt: skip

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from newsletter import directory
 from newsletter.content.model import Item
@@ -34,6 +34,7 @@ from newsletter.models import (
     SubscriberStatus,
 )
 from newsletter.scheduling import modes
+from newsletter.scheduling.arrival import DEFAULT_CATCH_UP, latest_published, may_receive
 from newsletter.scheduling.cadence import Cadence
 from newsletter.scheduling.missions import missions as missions_of
 from newsletter.scheduling.rules import next_working_instant, zone
@@ -186,10 +187,12 @@ def enqueue_digest(
     now: dt.datetime,
     grace: dt.timedelta,
     working_days: bool = False,
+    catch_up: dt.timedelta = DEFAULT_CATCH_UP,
 ) -> DigestOutcome:
     """Queue, per imported issue, the active subscribers (of one zone) it owes; send window
     opens now (`working_days`: at the next working morning of a mission closed today) and
-    closes after the grace."""
+    closes after the grace. Someone who joined after an issue went out is owed it only if it
+    is the latest and went out within `catch_up` (see `arrival`)."""
     record_received(session, now=now)
     subscribers = _served_today(session, _active(session, timezone), now)
     embassies = directory.embassies(session)
@@ -201,6 +204,9 @@ def enqueue_digest(
         select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))
     ).all()
     items = _items_by_issue(session, [i.id for i in issues if i.id is not None])
+    published = _first_sent(session)
+    newest = latest_published(published)
+    joined = _joined(session, [s for s, _ in subscribers])
     outcome = DigestOutcome()
     for issue in issues:
         assert issue.id is not None
@@ -212,7 +218,12 @@ def enqueue_digest(
         if not _digest_may_use(session, latest):
             continue
         already = _in_ledger(session, latest)
-        owed = owed_subscribers(items.get(issue.id, []), audiences, received, already)
+        first = published.get(issue.id)
+        allowed = {
+            s: who for s, who in audiences.items()
+            if may_receive(first, joined[s], latest=issue.id == newest, now=now, catch_up=catch_up)
+        }  # fmt: skip
+        owed = owed_subscribers(items.get(issue.id, []), allowed, received, already)
         if owed:
             # The issue's own campaign: its ledger (one row per subscriber) forbids a repeat.
             campaign = latest or open_campaign(session, issue)[0]
@@ -222,6 +233,30 @@ def enqueue_digest(
             outcome.deferred += sum(1 for s in owed if s in opens)
             outcome.per_issue[issue.slug] = len(owed)
     return outcome
+
+
+def _first_sent(session: Session) -> dict[int, dt.datetime | None]:
+    """When each issue's first mail went out (rehearsals are no delivery)."""
+    query = (
+        select(Campaign.issue_id, func.min(Delivery.sent_at))
+        .join(Delivery, col(Delivery.campaign_id) == col(Campaign.id))
+        .where(col(Delivery.state) == DeliveryState.SENT, col(Campaign.rehearsal).is_(False))
+        .group_by(col(Campaign.issue_id))
+    )
+    return {int(issue): at for issue, at in session.exec(query).all()}
+
+
+def _joined(session: Session, subscriber_ids: list[int]) -> dict[int, dt.datetime]:
+    """When each subscriber joined: confirmed, or added when they needed no confirmation."""
+    out: dict[int, dt.datetime] = {}
+    for start in range(0, len(subscriber_ids), 500):
+        query = select(Subscriber.id, Subscriber.confirmed_at, Subscriber.created_at).where(
+            col(Subscriber.id).in_(subscriber_ids[start : start + 500])
+        )
+        for sid, confirmed, created in session.exec(query).all():
+            if sid is not None:
+                out[sid] = confirmed or created
+    return out
 
 
 def _served_today(
@@ -398,7 +433,13 @@ def last_runs(session: Session) -> dict[tuple[int, str], DigestRun]:
 
 
 def run_digest_once(
-    db: Engine, digest_id: int, timezone: str, *, now: dt.datetime, grace: dt.timedelta
+    db: Engine,
+    digest_id: int,
+    timezone: str,
+    *,
+    now: dt.datetime,
+    grace: dt.timedelta,
+    catch_up: dt.timedelta = DEFAULT_CATCH_UP,
 ) -> DigestOutcome | None:
     """One run of a digest job; None when the digest was cancelled meanwhile."""
     with Session(db, expire_on_commit=False) as session:
@@ -407,7 +448,7 @@ def run_digest_once(
             return None
         outcome = enqueue_digest(
             session, timezone=timezone or None, now=now, grace=grace,
-            working_days=digest.working_days,
+            working_days=digest.working_days, catch_up=catch_up,
         )  # fmt: skip
         record_run(session, digest_id, timezone, state="ran", now=now, outcome=outcome)
         session.commit()  # the job's unit of work: the rows queued and the run recorded together

@@ -23,6 +23,7 @@ from sqlmodel import Session
 from newsletter.errors import NewsletterError
 from newsletter.models import DigestSchedule, SchedulePlan, utcnow
 from newsletter.scheduling import digests, plans
+from newsletter.scheduling.arrival import DEFAULT_CATCH_UP
 from newsletter.scheduling.rules import (
     HORIZON,
     HORIZON_YEARS,
@@ -186,6 +187,8 @@ class JobContext:
     wake: Callable[[], None]
     grace: dt.timedelta
     clock: Callable[[], dt.datetime] = utcnow
+    # How long after an issue went out a newcomer still gets it from a digest (0: never).
+    catch_up: dt.timedelta = DEFAULT_CATCH_UP
 
 
 class SchedulerNotBoundError(NewsletterError, RuntimeError):
@@ -229,7 +232,7 @@ async def run_digest(digest_id: int, timezone: str) -> None:
     # Tailoring every subscriber can take a moment: off the event loop the sender keeps going.
     outcome = await asyncio.to_thread(
         digests.run_digest_once, context.db, digest_id, timezone,
-        now=context.clock(), grace=context.grace,
+        now=context.clock(), grace=context.grace, catch_up=context.catch_up,
     )  # fmt: skip
     if outcome is not None:
         log.info("digest %s %s: %s queued", digest_id, timezone or "UTC", outcome.enqueued)
