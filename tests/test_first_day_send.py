@@ -328,6 +328,12 @@ def test_send_beside_a_running_newsletter_run_hands_it_the_campaign(
     wait_for(
         lambda: campaigns(runner, instance)[0]["state"] == "finished", "the campaign to finish"
     )
+    [campaign] = campaigns(runner, instance)
+    again = cli(runner, instance, "send", "2020-01", env=env)
+    assert (
+        f"nothing to send: all {len(active)} recipients of 2020-01 were sent by campaign "
+        f"{campaign['id']} on "
+    ) in again and again.strip().endswith("through the smtp transport")
     # A second sender cannot run beside it; the refusal names it and what works instead.
     worker = fails(runner, instance, "worker", "--once", env=env)
     assert f"another sender (pid {pid}: newsletter" in worker and "run)" in worker

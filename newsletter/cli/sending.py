@@ -275,7 +275,11 @@ def send(
         resend_unknown=resend_unknown, announce=True,
     )  # fmt: skip
     if outcome.handed_off is not None:
-        _say_handed_off(slug, outcome.handed_off, json_)
+        handed = outcome.handed_off
+        nothing = ""
+        if not handed.prepared.pending:
+            nothing = sending.why_nothing_sent(settings, slug, handed.prepared.campaign)
+        _say_handed_off(slug, handed, json_, nothing)
         return
     report = outcome.report
     assert report is not None
@@ -294,10 +298,14 @@ def send(
         raise problem
 
 
-def _say_handed_off(slug: str, handed: sending.HandedOff, json_: bool) -> None:
+def _say_handed_off(slug: str, handed: sending.HandedOff, json_: bool, nothing: str) -> None:
     c = handed.prepared.campaign
     if json_:
-        print_json({"campaign": c, "handed_off": handed.holder, "waiting": handed.prepared.pending})
+        print_json({"campaign": c, "handed_off": handed.holder, "waiting": handed.prepared.pending,
+                    "nothing_sent": nothing})  # fmt: skip
+        return
+    if nothing:
+        out.print(nothing, markup=False, soft_wrap=True)
         return
     out.print(
         f"campaign {c} of {slug}: {handed.prepared.pending} messages queued for the sender "
