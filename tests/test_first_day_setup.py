@@ -269,6 +269,7 @@ def test_help_shows_every_option_whole_and_no_python_types(runner: CliRunner) ->
     serve = run(runner, "serve", "--help").stdout
     assert "--subscribe-per-address N" in serve and "([web])" in serve
     assert "()" not in serve and "…" not in serve
+    assert re.match(r"Usage: \S+ send \[OPTIONS\] SLUG\n", run(runner, "send", "--help").stdout)
     root = typer.main.get_command(app)
     for path in _every_command(root):
         shown = run(runner, *path, "--help")

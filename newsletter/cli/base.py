@@ -114,6 +114,11 @@ class _Argument(TyperArgument):
     def display_type_rich(self, ctx: ClickContext) -> str | None:
         return None
 
+    def _usage_display_name(self) -> str:
+        # Click's own usage: `send SLUG`, `[EMAIL]...`, not typer's `{SLUG}`.
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
 
 def _plain_help(command: Any) -> None:
     """Plain click help for the whole tree: typer's rich panels read `[web]` in a help text as
