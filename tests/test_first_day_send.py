@@ -361,3 +361,20 @@ def test_worker_once_ends_with_a_summary(
         r"0 failed, 1 deferred \(sending\)",
         summary,
     ), summary
+
+
+def test_a_send_before_its_scheduled_time_says_what_waits(
+    runner: CliRunner, instance: Instance
+) -> None:
+    cli(runner, instance, "issue", "import", str(sample_issue_path()))
+    for email in ("a.one@example.org", "b.two@example.org"):
+        cli(runner, instance, "subscribers", "add", email, "--embassy", "de-berlin")
+    cli(runner, instance, "schedule", "2020-01", "--at", "2035-01-05T09:00:00+01:00")
+    plan = json.loads(cli(runner, instance, "send", "2020-01", "--dry-run", "--json"))
+    assert plan["recipients"] == 0
+    assert plan["skipped"] == {"waiting for a scheduled send (`newsletter schedule list`)": 2}
+    said = cli(runner, instance, "send", "2020-01")
+    assert (
+        "nothing due yet: 2 recipients of 2020-01 wait for the scheduled send of campaign" in said
+    )
+    assert "(the first at 2035-01-05T08:00+00:00)" in said
