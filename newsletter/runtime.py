@@ -13,6 +13,7 @@ from newsletter.db import (
     describe,
     is_initialised,
     make_engine,
+    upgrade,
 )
 from newsletter.delivery.compose import IssueContext
 from newsletter.delivery.smtp import SmtpTransport
@@ -35,19 +36,33 @@ def open_database(settings: Settings) -> Engine:
         # database that lost its tables.
         raise ConfigError(f"{database} does not exist; run `newsletter init` to create it")
     engine = make_engine(url)
-    try:
-        initialised = is_initialised(engine)
-    except DatabaseUnavailableError as exc:
-        engine.dispose()
-        if "does not exist" in exc.problem:
-            raise ConfigError(
-                f"{database} does not exist ({exc.problem}); create it, then run `newsletter init`"
-            ) from None
-        raise
+    initialised = _probe(engine, database, then="run `newsletter init`")
     if not initialised:
         engine.dispose()
         raise ConfigError(f"{database} has no schema yet; run `newsletter init`")
     return engine
+
+
+def create_database(settings: Settings) -> Engine:
+    """The engine of the database brought to the latest schema (`newsletter init`)."""
+    engine = make_engine(settings.resolved_database_url)
+    _probe(engine, describe(settings.resolved_database_url), then="run `newsletter init` again")
+    upgrade(engine)
+    return engine
+
+
+def _probe(engine: Engine, database: str, *, then: str) -> bool:
+    """Whether the schema exists; a PostgreSQL database not created yet is named as such, not
+    as a server to check (the server answered: it has no database of that name)."""
+    try:
+        return is_initialised(engine)
+    except DatabaseUnavailableError as exc:
+        engine.dispose()
+        if "does not exist" in exc.problem:
+            raise ConfigError(
+                f"{database} does not exist ({exc.problem}); create it (`createdb`), then {then}"
+            ) from None
+        raise
 
 
 def _missing_sqlite_file(url: str) -> Path | None:

@@ -166,6 +166,9 @@ def test_a_missing_or_unreachable_postgresql_is_named(
     line = one_error_line(invoke(runner, missing, "issue", "list"))
     assert "newsletter_no_such_database" in line and "does not exist" in line, line
     assert "no schema yet" not in line
+    line = one_error_line(invoke(runner, missing, "init"))
+    assert "newsletter_no_such_database" in line and "create it (`createdb`)" in line, line
+    assert "check that it is running" not in line
 
     port = free_port()
     closed = make_instance(tmp_path, f"postgresql+psycopg://postgres@127.0.0.1:{port}/newsletter")

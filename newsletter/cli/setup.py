@@ -21,7 +21,7 @@ from newsletter.cli.output import output_folder, write_output
 from newsletter.cli.sending import send_with_progress
 from newsletter.config import CONFIG_ENV, Settings, config_path, load_settings, sample_config
 from newsletter.content import issue_intake
-from newsletter.db import Session, make_engine, upgrade
+from newsletter.db import Session
 from newsletter.errors import ConfigError
 from newsletter.services.actors import Actor, Scope
 from newsletter.services.issues import import_issue
@@ -29,8 +29,7 @@ from newsletter.services.subscribers import import_lists
 
 
 def _initialise(settings: Settings) -> tuple[int, int]:
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
+    engine = runtime.create_database(settings)
     reference = directory.read_reference(runtime.data_dir(settings))
     with Session(engine) as session:
         directory.sync_reference(session, reference)
