@@ -161,6 +161,14 @@ class DeliverySettings(_Section):
     poll_seconds: float = Field(
         default=5.0, gt=0, description="How often an idle worker looks for work."
     )
+    catch_up_days: int = Field(
+        default=30,
+        ge=0,
+        le=3660,
+        description="Someone who joins after an issue went out (a newcomer, a successor after "
+        "a handover) gets it from the next digest if it is the latest and this recent (0: "
+        "never); older back issues never.",
+    )
 
 
 class ScheduleSettings(_Section):

@@ -163,7 +163,8 @@ class Daemon:
 
     async def _schedule(self, lock: SchedulerLock) -> None:
         grace = dt.timedelta(hours=self.settings.schedule.misfire_grace_hours)
-        context = jobs.JobContext(db=self.db, wake=self.wake.set, grace=grace)
+        catch_up = dt.timedelta(days=self.settings.delivery.catch_up_days)
+        context = jobs.JobContext(db=self.db, wake=self.wake.set, grace=grace, catch_up=catch_up)
         jobs.bind(context)
         scheduler = jobs.make_scheduler(self.db)
         # Paused while lost jobs are repaired; resuming then runs (or reports missed) whatever

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
+from newsletter.config import load_settings, sample_config
+from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber, SubscriberStatus, utcnow
 from newsletter.scheduling import digests
 from newsletter.scheduling.arrival import latest_published, may_receive
@@ -251,3 +253,14 @@ def test_a_newcomer_and_a_successor_get_the_latest_issue_once_and_no_older_one(
     assert Counter(r.rcpt for r in arrived) == Counter({newcomer: 1, successor: 1})
     assert all("No. 2" in str(r.parsed()["Subject"]) or "第2期" in str(r.parsed()["Subject"])
                for r in arrived)  # fmt: skip
+
+
+def test_catch_up_days_is_a_documented_setting_that_turns_arrival_off(tmp_path: Path) -> None:
+    config = tmp_path / "newsletter.toml"
+    text = sample_config(database_url=f"sqlite:///{tmp_path / 'n.db'}")
+    assert "catch_up_days = 30" in text
+    config.write_text(text.replace("catch_up_days = 30", "catch_up_days = 0"), encoding="utf-8")
+    assert load_settings(config).delivery.catch_up_days == 0
+    config.write_text(text.replace("catch_up_days = 30", "catch_up_days = -1"), encoding="utf-8")
+    with pytest.raises(NewsletterError, match="catch_up_days"):
+        load_settings(config)
