@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import json
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +17,7 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from newsletter.directory import bundled_data_dir, host_subdivision, read_reference
-from newsletter.models import Delivery, DigestSchedule, Subscriber
+from newsletter.models import Delivery, DigestSchedule, Subscriber, utcnow
 from newsletter.scheduling import digests
 from newsletter.scheduling.calendar import (
     Closure,
@@ -32,9 +35,11 @@ from newsletter.scheduling.rules import (
     plan_send,
     zone,
 )
-from newsletter.services import scheduling
+from newsletter.services import scheduling, sending
 from newsletter.services.actors import Actor
+from newsletter.services.worker import Worker
 from newsletter.taxonomy import WORKING_WEEKS
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, database, fails, invoke, load_sample
 
 SIX_HOURS = dt.timedelta(hours=6)
@@ -388,3 +393,60 @@ def _windows(db: Engine) -> dict[str, tuple[dt.datetime | None, dt.datetime | No
             )
         ).all()
     return {email: (start, end) for email, start, end in rows}
+
+
+def test_a_closed_missions_digest_rows_wait_while_the_worker_sends_the_rest(
+    runner: CliRunner,
+    instance: Instance,
+    smtp_server: LoopbackController,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "smtp")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    active = load_sample(runner, instance)
+    now = utcnow()
+    today_in_berlin = now.astimezone(zone("Europe/Berlin")).date()
+    for code in ("de-berlin", "de-munich-cg"):
+        cli(runner, instance, "embassies", "closure", "add", code, today_in_berlin.isoformat(),
+            "--reason", "test")  # fmt: skip
+    cli(runner, instance, "digest", "schedule", "--cron", "0 9 * * *", "--working-days")
+    # Who is closed today: the two closed missions, and any whose weekend or holiday it is
+    # (the test runs on real days).
+    shut = {"de-berlin", "de-munich-cg"} | {
+        m.code for m in MISSIONS.values()
+        if closed_because(m.calendar, now.astimezone(zone(m.timezone)).date())
+    }  # fmt: skip
+    listed = json.loads(cli(runner, instance, "subscribers", "list", "--json"))
+    waiting = {r["email"] for r in listed if r["email"] in active and r["embassy"] in shut}
+    with database(instance) as db:
+        [digest_id] = _digest_ids(db)
+        outcome = digests.run_digest_once(db, digest_id, "", now=now, grace=SIX_HOURS)
+        assert outcome is not None and outcome.deferred == len(waiting)
+
+        async def rounds() -> None:
+            worker = Worker(instance.settings, db)
+            while await worker.round():
+                pass
+
+        asyncio.run(rounds())
+        got = Counter(r.rcpt for r in smtp_server.handler.received)
+        assert got == Counter(active - waiting)
+        status = json.loads(cli(runner, instance, "campaign", "list", "--json"))
+        assert [c["state"] for c in status] == ["scheduled"]  # the rest waits for its morning
+        windows = _windows(db)
+        berlin = {windows[e][0] for e in waiting if "@de-berlin." in e}
+        assert len(berlin) == 1
+        [when] = berlin
+        assert when is not None and when > now
+        day = when.astimezone(zone("Europe/Berlin")).date()
+        assert day > today_in_berlin and not closed_because(MISSIONS["de-berlin"].calendar, day)
+        # Each closed mission's rows fall due at its own next working morning: sent, once.
+        openings = sorted({w for e in waiting if (w := windows[e][0]) is not None})
+        for opening in openings:
+            sending.send_campaign_rows(instance.settings, "2020-01", db=db,
+                                       clock=functools.partial(_at, opening))  # fmt: skip
+    assert Counter(r.rcpt for r in smtp_server.handler.received) == Counter(active)
+
+
+def _at(moment: dt.datetime) -> dt.datetime:
+    return moment
