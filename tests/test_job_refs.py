@@ -27,19 +27,18 @@ def _jobs(engine: sa.Engine) -> dict[str, str]:
     return {job_id: pickle.loads(blob)["func"] for job_id, blob in rows}
 
 
+def _migrations(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
 def _as_the_previous_layout_stored_them(engine: sa.Engine) -> None:
-    """The job rows and schema version a database written before the move holds."""
-    with engine.begin() as conn:
-        rows = conn.execute(sa.text("SELECT id, job_state FROM apscheduler_jobs")).all()
-        for job_id, blob in rows:
-            state = pickle.loads(blob)
-            state["func"] = state["func"].replace(NEW_MODULE, OLD_MODULE)
-            conn.execute(
-                sa.text("UPDATE apscheduler_jobs SET job_state = :state WHERE id = :id"),
-                {"state": pickle.dumps(state, pickle.HIGHEST_PROTOCOL), "id": job_id},
-            )
-        # 0008 changes no table: the schema at 0007 is the one the tables already have.
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+    """The schema and job rows a database written before the move holds: a real downgrade to
+    0007 (every later migration undone, 0008 giving the jobs their old module path)."""
+    with engine.begin() as connection:
+        command.downgrade(_migrations(connection), "0007")
 
 
 def test_a_digest_scheduled_before_the_move_keeps_its_next_run_after_upgrade(
@@ -71,13 +70,10 @@ def test_downgrading_past_0008_gives_the_jobs_their_old_module_back(
 ) -> None:
     cli(runner, instance, "digest", "schedule", "--cron", "0 9 * * 1")
     engine = make_engine(instance.settings.resolved_database_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
         assert set(_jobs(engine).values()) == {f"{NEW_MODULE}run_digest"}
         with engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0007")
+            command.downgrade(_migrations(connection), "0007")
         assert set(_jobs(engine).values()) == {f"{OLD_MODULE}run_digest"}
     finally:
         engine.dispose()
