@@ -4,6 +4,7 @@ says where its mail goes, why it found nothing, and exits 1 when nothing could b
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pty
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.content.issue_intake import sample_issue_path
+from newsletter.models import utcnow
 from newsletter.services import sending
 from newsletter.services.actors import Actor, Scope
 from newsletter.testing.sink import LoopbackController
@@ -380,3 +382,21 @@ def test_a_send_before_its_scheduled_time_says_what_waits(
         "nothing due yet: 2 recipients of 2020-01 wait for the scheduled send of campaign" in said
     )
     assert "(the first at 2035-01-05T08:00+00:00)" in said
+
+
+def test_the_dry_run_counts_as_the_send_does_for_digest_readers_and_leave(
+    runner: CliRunner, instance: Instance
+) -> None:
+    active = load_sample(runner, instance)
+    weekly, away = sorted(active)[:2]
+    cli(runner, instance, "subscribers", "edit", weekly, "--mode", "weekly", "--weekday", "TUE")
+    back = (utcnow() + dt.timedelta(days=30)).date().isoformat()
+    cli(runner, instance, "subscribers", "edit", away, "--mode", "paused", "--until", back)
+    plan = json.loads(cli(runner, instance, "send", "2020-01", "--dry-run", "--json"))
+    assert plan["recipients"] == len(active) - 2
+    assert plan["skipped"] == {
+        "reads a weekly or monthly digest instead (`newsletter subscribers show EMAIL`)": 1,
+        "on leave (paused until a later date)": 1,
+    }
+    sent = json.loads(cli(runner, instance, "send", "2020-01", "--json"))
+    assert sent["sent"] == plan["recipients"]

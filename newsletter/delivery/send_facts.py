@@ -135,6 +135,9 @@ class Candidate:
     language: str
     status: str
     token_key: str
+    delivery_mode: str
+    mode_weekday: int | None
+    paused_until: dt.date | None
     row_state: str | None
     row_skip_reason: str | None
     row_not_before: dt.datetime | None
@@ -159,6 +162,8 @@ def candidates(session: Session, campaign_id: int | None) -> list[Candidate]:
                 subscriber_id=subscriber.id, email=subscriber.email, name=subscriber.name,
                 embassy=subscriber.embassy_code, language=subscriber.language,
                 status=str(subscriber.status), token_key=subscriber.token_key,
+                delivery_mode=subscriber.delivery_mode, mode_weekday=subscriber.mode_weekday,
+                paused_until=subscriber.paused_until,
                 row_state=str(row.state) if row is not None else None,
                 row_skip_reason=str(row.skip_reason) if row and row.skip_reason else None,
                 row_not_before=row.not_before if row is not None else None,

@@ -21,6 +21,7 @@ from newsletter.delivery.compose import RecipientData, profile_for
 from newsletter.delivery.send_facts import Candidate, candidates, real_campaign
 from newsletter.issues import get_issue
 from newsletter.models import CampaignState, DeliveryState, SubscriberStatus, utcnow
+from newsletter.scheduling.cadence import stored
 from newsletter.services.sending import Route, route
 from newsletter.services.units import database
 from newsletter.states import RESCHEDULABLE
@@ -35,6 +36,8 @@ SCHEDULED = "waiting for a scheduled send (`newsletter schedule list`)"
 RETRY_LATER = "refused for now, retried later by the sender"
 ON_THE_WIRE = "being sent right now by another sender"
 CANCELLED = "skipped by staff (campaign cancelled)"
+BY_DIGEST = "reads a weekly or monthly digest instead (`newsletter subscribers show EMAIL`)"
+ON_LEAVE = "on leave (paused until a later date)"
 
 
 def _not_active(status: str) -> str:
@@ -67,9 +70,16 @@ def _verdict(who: Candidate, *, now: dt.datetime, resend_unknown: bool, fresh: b
     """None: this subscriber is sent the issue now; else why not (a key of `skipped`)."""
     active = who.status == SubscriberStatus.ACTIVE
     state = None if fresh else who.row_state
-    if state is None or state == DeliveryState.SKIPPED and who.row_skip_reason in RESCHEDULABLE:
-        # Not in the ledger yet, or left behind by a missed or cancelled plan (`send` takes
-        # those back): sent if active.
+    if state is None:
+        # Not in the ledger yet: added if active and taking each issue (`enqueue_active`).
+        if not active:
+            return _not_active(who.status)
+        cadence = stored(who.delivery_mode, who.mode_weekday, who.paused_until)
+        if cadence.paused_on(now.date()):
+            return ON_LEAVE
+        return None if cadence.takes_each_issue(now.date()) else BY_DIGEST
+    if state == DeliveryState.SKIPPED and who.row_skip_reason in RESCHEDULABLE:
+        # Left behind by a missed or cancelled plan: `send` takes those back.
         return None if active else _not_active(who.status)
     if state == DeliveryState.SENT:
         return ALREADY_SENT
