@@ -61,6 +61,18 @@ def test_an_erasure_leaves_the_chain_whole(runner: CliRunner, instance: Instance
     assert _verify(runner, instance)[0] == 0
 
 
+def test_suppressions_of_unlisted_addresses_are_chained_without_the_address(
+    runner: CliRunner, instance: Instance
+) -> None:
+    cli(runner, instance, "subscribers", "remove", "typo@example.de", "--suppress", "--yes")
+    cli(runner, instance, "subscribers", "unsuppress", "typo@example.de", "--reason", "a typo")
+    events = json.loads(cli(runner, instance, "audit", "list", "--json"))
+    assert [e["action"] for e in events][:2] == ["address.unsuppressed", "address.suppressed"]
+    assert all(e["actor"].startswith("cli:") for e in events[:2])
+    assert "typo" not in json.dumps(events)
+    assert _verify(runner, instance)[0] == 0
+
+
 def test_rows_cannot_be_changed_through_sql_while_the_guards_stand(instance: Instance) -> None:
     with database(instance) as engine:
         with Session(engine) as session:

@@ -88,8 +88,17 @@ def audit(
 
 
 def audit_unlisted(session: Session, action: str, *, actor: str, via: str, detail: str) -> None:
-    """An audit entry about an address with no subscriber row (a suppression made or lifted)."""
+    """An audit entry about an address with no subscriber row (a suppression made or lifted, a
+    test send to a staff address), and its link in the audit chain.
+
+    The chain records that it happened and who did it, never the address or the free text: a
+    chained row cannot be scrubbed later without breaking the chain.
+    """
     session.add(AuditEvent(subscriber_id=None, action=action, actor=actor, via=via, detail=detail))
+    kind, actor_id = audit_log.split_label(actor)
+    audit_log.append(session, audit_log.Entry(
+        actor_kind=kind, actor_id=actor_id, via=via, action=f"address.{action}",
+    ))  # fmt: skip
 
 
 def set_status(
