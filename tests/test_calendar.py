@@ -246,6 +246,10 @@ def test_schedule_working_days_dry_run_then_list_show_the_moved_date_and_why(
     assert dt.datetime.fromisoformat(berlin["next_run_local"]).date() == lands
     assert berlin["moved"].startswith(f"{christmas.isoformat()} Christmas Day, ")
     assert berlin["moved"].endswith(f": {lands.isoformat()} 09:00 Europe/Berlin")
+    # The same instant in Beijing, where staff plan from.
+    beijing = dt.datetime.fromisoformat(berlin["next_run_beijing"])
+    assert beijing == dt.datetime.fromisoformat(berlin["next_run_utc"])
+    assert beijing.utcoffset() == dt.timedelta(hours=8)
     telaviv = next(p for p in preview if "il-telaviv" in p["missions"])
     local = dt.datetime.fromisoformat(telaviv["next_run_local"])
     assert local.isoweekday() in WORKING_WEEKS["sun-thu"] and local.time() == NINE
@@ -257,8 +261,9 @@ def test_schedule_working_days_dry_run_then_list_show_the_moved_date_and_why(
 
     cli(runner, instance, *args)
     listed = json.loads(cli(runner, instance, "schedule", "list", "--json"))
-    shown = {(p["timezone"], p["next_run_local"], p["moved"]) for p in listed}
-    assert shown == {(p["timezone"], p["next_run_local"], p["moved"]) for p in preview}
+    keys = ("timezone", "next_run_local", "next_run_beijing", "moved")
+    shown = {tuple(p[k] for k in keys) for p in listed}
+    assert shown == {tuple(p[k] for k in keys) for p in preview}
     assert sum(p["recipients"] for p in listed) == sum(p["recipients"] for p in preview)
     assert "Christmas" in cli(runner, instance, "schedule", "list")
 

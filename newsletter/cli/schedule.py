@@ -55,13 +55,14 @@ def _short(iso: object) -> str:
 
 def _plan_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
-        "id", "issue", "timezone", "local", "UTC", "to", "sent", "missed", "state", "campaign",
-        "later because",
+        "id", "issue", "timezone", "local", "Beijing", "UTC", "to", "sent", "missed", "state",
+        "campaign", "later because",
     )  # fmt: skip
     for r in rows:
         table.add_row(
             str(r["id"]), str(r["issue"]), str(r["timezone"]), _short(r["next_run_local"]),
-            _short(r["next_run_utc"])[:16], str(r["recipients"]), str(r["sent"]),
+            _short(r["next_run_beijing"])[:16], _short(r["next_run_utc"])[:16],
+            str(r["recipients"]), str(r["sent"]),
             str(r["missed"]), str(r["state"]), f"{r['campaign']} {r['campaign_state']}",
             str(r.get("moved") or ""),
         )  # fmt: skip
@@ -69,10 +70,11 @@ def _plan_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _preview_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("timezone", "local", "UTC", "missions", "to", "later because")
+    table = Table("timezone", "local", "Beijing", "UTC", "missions", "to", "later because")
     for r in rows:
         table.add_row(
-            str(r["timezone"]), _short(r["next_run_local"]), _short(r["next_run_utc"])[:16],
+            str(r["timezone"]), _short(r["next_run_local"]), _short(r["next_run_beijing"])[:16],
+            _short(r["next_run_utc"])[:16],
             " ".join(r["missions"]), str(r["recipients"]), str(r["moved"] or ""),
         )  # fmt: skip
     return table

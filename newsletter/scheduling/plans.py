@@ -280,6 +280,10 @@ def cancel_plan(session: Session, plan_id: int, now: dt.datetime) -> int:
     return skipped
 
 
+# Staff plan from Beijing: every view shows a send's time there too.
+BEIJING = "Asia/Shanghai"
+
+
 @dataclass(frozen=True)
 class PlanView:
     id: int
@@ -305,7 +309,9 @@ class PlanView:
             "timezone": self.timezone,
             "local_date": self.local_date.isoformat() if self.local_date else None,
             "local_time": self.local_time, "next_run_utc": self.next_run_utc.isoformat(),
-            "next_run_local": self.next_run_local.isoformat(), "recipients": self.recipients,
+            "next_run_local": self.next_run_local.isoformat(),
+            "next_run_beijing": in_local_time(self.next_run_utc, BEIJING).isoformat(),
+            "recipients": self.recipients,
             "state": self.state, "sent": self.sent, "missed": self.missed,
             "waiting": self.waiting, "reason": self.reason, "campaign_state": self.campaign_state,
             "moved": self.moved,

@@ -126,7 +126,9 @@ class PreviewSlot:
     def as_dict(self) -> dict[str, object]:
         return {
             "timezone": self.timezone, "next_run_local": self.local.isoformat(),
-            "next_run_utc": self.utc.isoformat(), "missions": list(self.missions),
+            "next_run_utc": self.utc.isoformat(),
+            "next_run_beijing": in_local_time(self.utc, plans.BEIJING).isoformat(),
+            "missions": list(self.missions),
             "recipients": self.recipients, "moved": self.moved,
         }  # fmt: skip
 
