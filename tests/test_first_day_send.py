@@ -207,6 +207,11 @@ def test_file_and_null_sends_on_an_smtp_instance_are_rehearsals(
     assert Counter(m.rcpt for m in smtp_server.handler.received) == Counter(active)
     listed = campaigns(runner, instance)
     assert [c["sent"] for c in listed] == [len(active)] * 3
+    assert [(c["transport"], c["rehearsal"]) for c in listed] == [
+        ("file", True), ("null", True), ("smtp", False)
+    ]  # fmt: skip
+    table = cli(runner, instance, "campaign", "list")
+    assert "rehearsal" in table and "True" in table and "False" in table
     with database(instance) as engine, engine.connect() as conn:
         kinds = conn.execute(sa.text("SELECT transport, rehearsal FROM campaign ORDER BY id")).all()
     assert [tuple(k) for k in kinds] == [("file", True), ("null", True), ("smtp", False)]

@@ -35,7 +35,8 @@ from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
 
 campaign_app = group("campaign", "Follow and control campaigns.")
-_COLUMNS = ("id", "issue", "state", "total", "sent", "failed", "retry", "unknown", "skipped")
+_COLUMNS = ("id", "issue", "state", "total", "sent", "failed", "retry", "unknown", "skipped",
+            "transport", "rehearsal")  # fmt: skip
 
 
 @campaign_app.command("list")

@@ -54,11 +54,14 @@ class CampaignSummary:
     reason: str
     total: int
     counts: dict[str, int]
+    transport: str = ""  # the transport that last sent it ("" before any was recorded)
+    rehearsal: bool = False  # file or null on an smtp instance: nobody was sent anything
 
     def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id, "issue": self.issue, "state": self.state, "reason": self.reason,
             "total": self.total, **{s.value: self.counts.get(s.value, 0) for s in LEDGER_STATES},
+            "transport": self.transport, "rehearsal": self.rehearsal,
         }  # fmt: skip
 
 
@@ -289,6 +292,7 @@ def summarise(session: Session, campaign: Campaign) -> CampaignSummary:
     return CampaignSummary(
         id=campaign.id, issue=issue.slug if issue else "?", state=str(campaign.state),
         reason=campaign.reason, total=sum(by_state.values()), counts=by_state,
+        transport=campaign.transport, rehearsal=campaign.rehearsal,
     )  # fmt: skip
 
 
