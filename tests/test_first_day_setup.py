@@ -129,6 +129,23 @@ def test_outside_an_instance_every_command_says_where_it_looked(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_an_instance_named_by_the_environment_alone_needs_no_file(
+    runner: CliRunner, elsewhere: Path, tmp_path: Path
+) -> None:
+    made = run(runner, "init", "--dir", str(tmp_path / "instance"))
+    assert made.exit_code == 0, made.output
+    written = tomllib.loads((tmp_path / "instance" / "newsletter.toml").read_text())
+    database = f"sqlite:///{tmp_path / 'instance' / 'newsletter.db'}"
+    env = {"NEWSLETTER_DATABASE_URL": database, "NEWSLETTER_SECRET_KEY": written["secret_key"]}
+    listed = run(runner, "embassies", "list", "--json", env=env)
+    assert listed.exit_code == 0, listed.output
+    assert {"de-berlin"} <= {row["code"] for row in json.loads(listed.stdout)}
+    # One of the two is not an instance: the message names both.
+    line = one_error_line(run(runner, "issue", "list", env={"NEWSLETTER_DATABASE_URL": database}))
+    assert "NEWSLETTER_DATABASE_URL and NEWSLETTER_SECRET_KEY" in line, line
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_config_without_its_database_creates_no_empty_one(
     runner: CliRunner, tmp_path: Path
 ) -> None:

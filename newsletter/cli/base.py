@@ -233,10 +233,22 @@ def settings_for(ctx: typer.Context, config: Path | None = None) -> Settings:
     """`--config` after the command wins over `--config` before it."""
     explicit = config or ctx.find_root().obj
     if explicit is None and not config_path(None).exists():
-        raise ConfigError(_no_config_found())
-    settings = load_settings(explicit, required=True)
+        if not _described_by_environment():
+            raise ConfigError(_no_config_found())
+        settings = load_settings(None)  # a container's instance: its environment is the file
+    else:
+        settings = load_settings(explicit, required=True)
     ctx.meta[DATABASE] = describe(settings.resolved_database_url)
     return settings
+
+
+# Without a file, an instance is still named completely by these two: where its data lives and
+# the key its links are signed with (a default for either would be a new, empty instance).
+_ENVIRONMENT_INSTANCE = ("NEWSLETTER_DATABASE_URL", "NEWSLETTER_SECRET_KEY")
+
+
+def _described_by_environment() -> bool:
+    return all(os.environ.get(name) for name in _ENVIRONMENT_INSTANCE)
 
 
 def _no_config_found() -> str:
@@ -250,7 +262,8 @@ def _no_config_found() -> str:
         )
     return (
         f"{found}; run this in the instance folder, give --config DIR/newsletter.toml or set "
-        f"{CONFIG_ENV}, or create an instance with `newsletter init --dir DIR`"
+        f"{CONFIG_ENV}, or create an instance with `newsletter init --dir DIR` (an instance "
+        f"without a file sets {' and '.join(_ENVIRONMENT_INSTANCE)} in the environment)"
     )
 
 
