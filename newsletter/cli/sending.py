@@ -225,11 +225,17 @@ def send(
     ] = False,
     test_to: Annotated[
         str | None,
-        typer.Option("--test-to", help="Send one test digest to this address only (no ledger)."),
+        typer.Option(
+            "--test-to",
+            metavar="ADDRESS",
+            help="Send one test digest to this address only (no ledger).",
+        ),  # fmt: skip
     ] = None,
     as_email: Annotated[
         str | None,
-        typer.Option("--as", help="With --test-to: render it as this subscriber gets it."),
+        typer.Option(
+            "--as", metavar="EMAIL", help="With --test-to: render it as this subscriber gets it."
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask at a terminal.")] = False,
     config: ConfigOption = None,
