@@ -357,6 +357,7 @@ def test_a_working_days_digest_waits_for_the_missions_next_working_morning(
     assert out.exit_code == 0 and "working days" in out.stderr
     listed = json.loads(cli(runner, instance, "digest", "list", "--json"))
     assert listed and all(j["working_days"] for j in listed)
+    assert "working" in cli(runner, instance, "digest", "list")
     # The Berlin job's run at 09:00 on Christmas Day 2026 (a Friday), with an injected clock.
     run_at = local_instant(dt.date(2026, 12, 25), NINE, zone("Europe/Berlin"))
     with database(instance) as db:

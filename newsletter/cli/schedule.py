@@ -222,11 +222,14 @@ def digest_list(ctx: typer.Context, config: ConfigOption = None, json_: JsonOpti
     if json_:
         print_json(rows)
         return
-    table = Table("id", "cron", "timezone", "next run (local)", "state", "last run", "queued")
+    table = Table(
+        "id", "cron", "timezone", "next run (local)", "days", "state", "last run", "queued"
+    )  # fmt: skip
     for r in rows:
         table.add_row(
             str(r["id"]), str(r["cron"]), str(r["timezone"]), str(r["next_run_local"]),
-            str(r["state"]), str(r["last_run_state"] or "-"), str(r["last_enqueued"] or 0),
+            "working" if r["working_days"] else "all", str(r["state"]),
+            str(r["last_run_state"] or "-"), str(r["last_enqueued"] or 0),
         )  # fmt: skip
     out.print(table)
 
