@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, delete, func, select
 
+from newsletter import campaign_requests
 from newsletter.content.issue_yaml import load_issue
 from newsletter.content.model import Issue
 from newsletter.errors import ContentError, NotFoundError
@@ -67,6 +68,8 @@ def save_issue(session: Session, issue: Issue, source_yaml: str) -> tuple[IssueR
             )
         )  # fmt: skip
     session.flush()
+    if not created:  # a sign-off holds for the text it saw, not this one
+        campaign_requests.void_changed(session, record)
     return record, created
 
 

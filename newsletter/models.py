@@ -351,3 +351,27 @@ class AdminEvent(SQLModel, table=True):
     ip: str = Field(default="", max_length=45)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class CampaignRequest(SQLModel, table=True):
+    """A request to send an issue on a schedule, and its four-eyes sign-off (签发).
+
+    Bound to the issue's content hash: an edit of the issue voids it (`campaign_requests`).
+    """
+
+    __tablename__ = "campaign_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    issue_hash: str = Field(max_length=64)  # sha256 of the issue's stored text when requested
+    schedule: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )  # approvals.ScheduleSpec.as_dict()
+    state: str = Field(default="requested", max_length=20)  # campaign_requests.RequestState
+    requested_by: str = Field(max_length=340)  # Actor.label
+    requested_at: dt.datetime = Field(default_factory=utcnow)
+    decided_by: str = Field(default="", max_length=340)
+    decided_at: dt.datetime | None = None
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    override: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from newsletter.cli import (  # noqa: F401
     admin,
+    approvals,
     audit,
     bounces,
     calendar,
