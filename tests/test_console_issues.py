@@ -1,0 +1,248 @@
+"""The console's editorial pages: issues list and import, the review page and its YAML editor,
+the preview and the test send; every route by role through TestClient against the real app on
+SQLite and PostgreSQL, the test send through a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from starlette.testclient import TestClient
+
+from newsletter import credentials
+from newsletter.actors import Actor
+from newsletter.console import create_admin_app
+from newsletter.content.issue_intake import sample_issue_path
+from newsletter.db import make_engine
+from newsletter.models import AdminEvent, IssueRecord, ItemRecord
+from newsletter.services import staff
+from tests.conftest import Clock, Instance
+
+PASSWORD = "correct horse battery staple"
+SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
+STAFF = {
+    "editor": ("li.wei@example.org", ()),
+    "auditor": ("audit@example.org", ()),
+    "list-manager": ("lists@example.org", ()),
+    "liaison": ("berlin@example.org", ("de-berlin",)),
+}
+Login = Callable[[str], TestClient]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(instance: Instance) -> Iterator[Engine]:
+    made = make_engine(instance.settings.resolved_database_url)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
+    """A signed-in browser for a role (its account made on first use)."""
+    clients: list[TestClient] = []
+
+    def signed_in(role: str) -> TestClient:
+        email, scope = STAFF[role]
+        enrolled = staff.add_staff(
+            instance.settings, email, role=role, scope=scope, password=PASSWORD,
+            actor=Actor.cli(), db=engine,
+        )  # fmt: skip
+        app = create_admin_app(instance.settings, clock=clock)
+        client = TestClient(
+            app, base_url="https://testserver", client=("127.0.0.1", 50000),
+            follow_redirects=False,
+        )  # fmt: skip
+        client.__enter__()
+        clients.append(client)
+        form = client.get("/admin/login")
+        step = client.post(
+            "/admin/login", data={"email": email, "password": PASSWORD, "csrf": csrf(form.text)}
+        )
+        assert step.headers["location"] == "/admin/login/code"
+        page = client.get("/admin/login/code")
+        code = pyotp.TOTP(enrolled.enrolment.totp_secret).at(clock.now)
+        done = client.post("/admin/login/code", data={"code": code, "csrf": csrf(page.text)})
+        assert done.headers["location"] == "/admin", done.text
+        return client
+
+    yield signed_in
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def genuine_token(client: TestClient, form: str) -> str:
+    """A valid token of `form` for this browser and session, as a page with that form would
+    carry: what a reader could get by any means, so the role, not CSRF, must refuse them."""
+    client.get("/admin/login")  # the nonce cookie, when no page set it yet
+    state = client.app.state.console  # type: ignore[attr-defined]
+    session = credentials.token_hash(client.cookies["__Host-nl_admin"])
+    token: str = state.csrf.token(form, client.cookies["__Host-nl_admin_csrf"], session)
+    return token
+
+
+def snapshot(engine: Engine) -> tuple[Any, ...]:
+    """Everything an issue page could change: issues, items, audit events."""
+    with Session(engine) as session:
+        return (
+            [r.model_dump() for r in session.exec(select(IssueRecord).order_by(col(IssueRecord.id)))],
+            [r.model_dump() for r in session.exec(select(ItemRecord).order_by(col(ItemRecord.id)))],
+            [e.model_dump() for e in session.exec(select(AdminEvent).order_by(col(AdminEvent.id)))],
+        )  # fmt: skip
+
+
+def slugs(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return list(session.exec(select(IssueRecord.slug)).all())
+
+
+def upload(client: TestClient, path: Path, data: bytes | None = None, **extra: str) -> Any:
+    form = client.get("/admin/issues/import")
+    assert form.status_code == 200, form.text
+    content = path.read_bytes() if data is None else data
+    return client.post(
+        "/admin/issues/import",
+        data={"csrf": csrf(form.text), **extra},
+        files={"file": (path.name, content, "text/plain")},
+    )
+
+
+def import_seed(client: TestClient) -> Any:
+    """The journal's text: warnings shown first, stored once confirmed; the 303 to its page."""
+    report = upload(client, SEED)
+    assert report.status_code == 200, report.text
+    return client.post(
+        "/admin/issues/import",
+        data={
+            "csrf": csrf(report.text), "carried": hidden(report.text, "carried"),
+            "source": hidden(report.text, "source"),
+        },
+    )  # fmt: skip
+
+
+# --- 1. the list and the import -------------------------------------------------------------
+
+
+def test_an_editor_imports_the_journal_text_after_seeing_the_warnings_beside_their_lines(
+    login: Login, engine: Engine
+) -> None:
+    editor = login("editor")
+    listing = editor.get("/admin/issues")
+    assert listing.status_code == 200 and "还没有导入任何期刊" in listing.text
+    assert '<html lang="zh-CN">' in listing.text
+    form = editor.get("/admin/issues/import")
+    assert '<label for="file">期刊文件 <span lang="en">Issue file</span></label>' in form.text
+    report = upload(editor, SEED)
+    assert report.status_code == 200
+    assert "请核对转换提示" in report.text and "尚未保存" in report.text
+    lines = SEED.read_text(encoding="utf-8").splitlines()
+    # The first page-break warning, beside the line of the text it is about.
+    assert '第 83 行 <span lang="en">line 83</span>' in report.text
+    assert "across a page break" in report.text
+    assert f'<span class="lineno">83</span> {lines[82].strip()[:20]}' in report.text
+    assert slugs(engine) == []  # shown, not stored
+
+    done = editor.post(
+        "/admin/issues/import",
+        data={
+            "csrf": csrf(report.text), "carried": hidden(report.text, "carried"),
+            "source": hidden(report.text, "source"),
+        },
+    )  # fmt: skip
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/admin/issues/2020-01?imported=")
+    assert slugs(engine) == ["2020-01"]
+    shown = editor.get("/admin/issues").text
+    assert 'href="/admin/issues/2020-01"' in shown
+    assert "未发送" in shown and "China S&amp;T Innovation Express" in shown
+
+
+def test_a_yaml_file_without_warnings_is_stored_at_once(login: Login, engine: Engine) -> None:
+    editor = login("editor")
+    done = upload(editor, sample_issue_path())
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/admin/issues/2020-01?imported=")
+    assert slugs(engine) == ["2020-01"]
+    page = editor.get(done.headers["location"])
+    assert page.status_code == 200 and "已导入" in page.text
+
+
+def test_bad_yaml_gives_one_message_with_its_line_and_stores_nothing(
+    login: Login, engine: Engine
+) -> None:
+    editor = login("editor")
+    text = sample_issue_path().read_text(encoding="utf-8")
+    broken = text.replace("year: 2020", "year: twenty", 1)
+    line = text.splitlines().index("year: 2020") + 1
+    answer = upload(editor, sample_issue_path(), broken.encode())
+    assert answer.status_code == 422
+    assert answer.text.count('class="error"') == 1
+    assert f"第 {line} 行" in answer.text and "year" in answer.text
+    assert "未保存任何内容" in answer.text
+    not_yaml = upload(editor, SEED, b"%PDF-1.7 binary")
+    assert not_yaml.status_code == 422 and "PDF" in not_yaml.text
+    assert slugs(engine) == []
+
+
+@pytest.mark.parametrize("role", ["auditor", "list-manager", "liaison"])
+def test_readers_see_the_list_but_cannot_import(login: Login, engine: Engine, role: str) -> None:
+    editor = login("editor")
+    assert import_seed(editor).status_code == 303
+    reader = login(role)
+    listing = reader.get("/admin/issues")
+    assert listing.status_code == 200 and "2020-01" in listing.text
+    assert "/admin/issues/import" not in listing.text  # no link to what they cannot do
+    assert reader.get("/admin/issues/import").status_code == 403
+    before = snapshot(engine)
+    # Even with a form token of their own session, the POST is refused and stores nothing.
+    token = genuine_token(reader, "issue-import")
+    refused = reader.post(
+        "/admin/issues/import", data={"csrf": token},
+        files={"file": ("x.yaml", sample_issue_path().read_bytes(), "text/plain")},
+    )  # fmt: skip
+    assert refused.status_code == 403
+    assert snapshot(engine) == before
+
+
+def test_signed_out_pages_send_to_the_login(instance: Instance, clock: Clock) -> None:
+    app = create_admin_app(instance.settings, clock=clock)
+    peer = ("127.0.0.1", 50000)
+    with TestClient(
+        app, base_url="https://testserver", client=peer, follow_redirects=False
+    ) as client:
+        for path in ("/admin/issues", "/admin/issues/import", "/admin/issues/2020-01"):
+            assert client.get(path).headers["location"] == "/admin/login"
+
+
+def test_a_missing_or_forged_csrf_token_changes_nothing(login: Login, engine: Engine) -> None:
+    editor = login("editor")
+    before = snapshot(engine)
+    for token in ("", "forged" * 5):
+        refused = editor.post(
+            "/admin/issues/import", data={"csrf": token},
+            files={"file": ("x.yaml", sample_issue_path().read_bytes(), "text/plain")},
+        )  # fmt: skip
+        assert refused.status_code == 403 and "表单已过期" in refused.text
+    assert snapshot(engine) == before
