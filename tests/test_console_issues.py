@@ -4,6 +4,7 @@ SQLite and PostgreSQL, the test send through a real SMTP server."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
 from newsletter import credentials
 from newsletter.actors import Actor
@@ -22,7 +24,7 @@ from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.models import AdminEvent, IssueRecord, ItemRecord
 from newsletter.services import staff
-from tests.conftest import Clock, Instance
+from tests.conftest import LISTS, Clock, Instance, cli, send_sample
 
 PASSWORD = "correct horse battery staple"
 SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
@@ -245,4 +247,144 @@ def test_a_missing_or_forged_csrf_token_changes_nothing(login: Login, engine: En
             files={"file": ("x.yaml", sample_issue_path().read_bytes(), "text/plain")},
         )  # fmt: skip
         assert refused.status_code == 403 and "表单已过期" in refused.text
+    assert snapshot(engine) == before
+
+
+# --- 2. the issue page and its YAML editor ---------------------------------------------------
+
+
+def yaml_form(client: TestClient, slug: str = "2020-01") -> tuple[str, str]:
+    page = client.get(f"/admin/issues/{slug}")
+    assert page.status_code == 200, page.text
+    found = re.search(r'<textarea id="yaml" name="yaml"[^>]*>(.*?)</textarea>', page.text, re.S)
+    assert found, page.text
+    return csrf(page.text), html.unescape(found.group(1))
+
+
+def test_the_issue_page_shows_items_by_section_with_sector_chips_and_their_keywords(
+    login: Login,
+) -> None:
+    editor = login("editor")
+    assert import_seed(editor).status_code == 303
+    page = editor.get("/admin/issues/2020-01").text
+    for section in ("政策 Policy", "科研 Research", "聚焦 Focus"):
+        assert f"<h2>{section}</h2>" in page
+    assert page.index("政策 Policy") < page.index("聚焦 Focus")
+    # A chip names the sector and the words the importer found behind it.
+    assert re.search(
+        r'<span class="chip">[^<]*集成电路[^<]*<small class="why">keyword: 集成电路 \(4×\)', page
+    )
+    assert "候选（未标注）" in page and "keyword: 产业化 (1×)" in page
+    assert "每期必发" in page  # the focus article goes to every reader
+    assert re.search(r'<span class="chip region">\w+ <small class="why">named: ', page)
+    assert 'href="/admin/issues/2020-01/preview"' in page
+
+
+def test_an_edit_is_validated_saved_and_audited(login: Login, engine: Engine) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    token, text = yaml_form(editor)
+    edited = re.sub(r"(?m)^(\s+title: )(.*)$", r"\1改过的标题", text, count=1)
+    saved = editor.post("/admin/issues/2020-01/yaml", data={"yaml": edited, "csrf": token})
+    assert (saved.status_code, saved.headers["location"]) == (303, "/admin/issues/2020-01?saved=1")
+    page = editor.get(saved.headers["location"]).text
+    assert "已保存" in page and "<h3>改过的标题" in page
+    with Session(engine) as session:
+        events = session.exec(select(AdminEvent).where(AdminEvent.action == "issue.edited")).all()
+    assert [(e.actor_id, e.via, e.target) for e in events] == [
+        ("li.wei@example.org", "console", "issue:2020-01")
+    ]
+
+
+def test_a_broken_edit_names_its_line_and_keeps_the_stored_issue(
+    login: Login, engine: Engine
+) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    token, text = yaml_form(editor)
+    before = snapshot(engine)
+    lines = text.split("\n")
+    sector_line = next(i for i, line in enumerate(lines) if re.match(r"^\s+sectors: ?\[?", line))
+    lines[sector_line] = re.sub(r"sectors:.*", "sectors: [no-such-sector]", lines[sector_line])
+    answer = editor.post(
+        "/admin/issues/2020-01/yaml", data={"yaml": "\n".join(lines), "csrf": token}
+    )
+    assert answer.status_code == 422
+    assert f"第 {sector_line + 1} 行" in answer.text and "no-such-sector" in answer.text
+    assert "未保存" in answer.text
+    assert "no-such-sector" in answer.text.split("<textarea", 1)[1]  # the edit is kept to fix
+    syntax = editor.post(
+        "/admin/issues/2020-01/yaml",
+        data={"yaml": text.replace("items:", "items: [", 1), "csrf": token},
+    )
+    assert syntax.status_code == 422 and "YAML syntax error" in syntax.text
+    renamed = editor.post(
+        "/admin/issues/2020-01/yaml",
+        data={"yaml": text.replace("number: 1\n", "number: 2\n", 1), "csrf": token},
+    )
+    assert renamed.status_code == 422 and "2020-02" in renamed.text
+    assert snapshot(engine) == before
+    assert slugs(engine) == ["2020-01"]
+
+
+def test_a_sent_issue_is_locked(
+    login: Login, engine: Engine, instance: Instance, runner: CliRunner
+) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    token, text = yaml_form(editor)
+    cli(runner, instance, "subscribers", "import", str(LISTS))
+    assert send_sample(instance.settings).sent > 0
+    page = editor.get("/admin/issues/2020-01").text
+    assert "已发送，内容已锁定" in page and 'name="yaml"' not in page and "readonly" in page
+    assert "已发送" in editor.get("/admin/issues").text
+    before = snapshot(engine)
+    refused = editor.post("/admin/issues/2020-01/yaml", data={"yaml": text, "csrf": token})
+    assert refused.status_code == 422 and "already been sent" in refused.text
+    again = upload(editor, sample_issue_path())
+    assert again.status_code == 422 and "already been sent" in again.text
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize("role", ["auditor", "list-manager", "liaison"])
+def test_readers_see_the_issue_but_cannot_save(login: Login, engine: Engine, role: str) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    reader = login(role)
+    page = reader.get("/admin/issues/2020-01")
+    assert page.status_code == 200 and "readonly" in page.text and "<form" not in page.text
+    before = snapshot(engine)
+    refused = reader.post(
+        "/admin/issues/2020-01/yaml",
+        data={"yaml": "publication: x", "csrf": genuine_token(reader, "issue-yaml")},
+    )
+    assert refused.status_code == 403
+    assert snapshot(engine) == before
+
+
+def test_a_get_never_changes_state(login: Login, engine: Engine) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    before = snapshot(engine)
+    for path in (
+        "/admin/issues", "/admin/issues/import", "/admin/issues/2020-01",
+        "/admin/issues/2020-01/yaml", "/admin/issues/nope",
+    ):  # fmt: skip
+        assert editor.get(path).status_code in {200, 404, 405}
+    assert snapshot(engine) == before
+
+
+def test_forged_tokens_save_nothing(login: Login, engine: Engine) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    token, text = yaml_form(editor)
+    before = snapshot(engine)
+    for forged in ("", "forged" * 5, genuine_token(editor, "issue-import")):
+        refused = editor.post("/admin/issues/2020-01/yaml", data={"yaml": text, "csrf": forged})
+        assert refused.status_code == 403
+    elsewhere = {"origin": "https://evil.example"}
+    refused = editor.post(
+        "/admin/issues/2020-01/yaml", data={"yaml": text, "csrf": token}, headers=elsewhere
+    )
+    assert refused.status_code == 403
     assert snapshot(engine) == before
