@@ -8,7 +8,12 @@ claim order, as a campaign goes out), the median time of
   baseline beside it: the claim as it was before migration 0009 (one query over both waiting
   states, ordered by the old `(campaign, profile, id)` index), on a copy of the same database with
   the old indexes;
-- the per-state counts `campaign status` shows (`campaigns.counts`).
+- the per-state counts `campaign status` shows (`campaigns.counts`);
+
+and, once per size, planning every row's profile before the first message leaves
+(`ledger.plan_profiles` over the whole campaign, as `send` does), in microseconds per row, with
+the profile keys from `tailor.ProfileKeys` and, beside them, the baseline: a selection per
+reader (`select_items` + `profile_key`) behind the 16,384-entry LRU the engine used before.
 
 A flat column is the goal: the same cost at 1k and at 1M, and at 0 % and at 95 % sent.
 
@@ -36,12 +41,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine
 from send import build_database
 
+from newsletter import runtime
 from newsletter.config import load_settings
 from newsletter.db import make_engine
 from newsletter.delivery import campaigns, ledger
+from newsletter.delivery.compose import RecipientData, audience_for, profile_for
 from newsletter.issues import get_issue
 from newsletter.models import Delivery, DeliveryState, Subscriber
+from newsletter.render.cache import BoundedCache
 from newsletter.states import WAITING
+from newsletter.tailor import profile_key, select_items
 
 CLAIM = 200
 NOW = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC)
@@ -119,6 +128,43 @@ def status(session: Session, cid: int) -> int:
     return sum(campaigns.counts(session, cid).values())
 
 
+def plan_us_per_row(config: Path, cid: int, n: int, *, fast: bool) -> float:
+    """Plan every row's profile (rolled back afterwards); microseconds per row."""
+    settings = load_settings(config)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            session.execute(update(Delivery).values(profile=""))
+            ctx = runtime.issue_context(session, settings, "2020-01")
+            by_reader: BoundedCache[str] = BoundedCache(maxsize=16384)  # the engine's before
+
+            def by_selection(
+                sid: int, language: str, embassy: str, sectors: tuple[str, ...]
+            ) -> str:
+                r = RecipientData(sid, "", "", language, embassy, sectors, "")
+                return by_reader.get_or_render(
+                    repr((language, embassy, sectors)),
+                    lambda: profile_key(
+                        select_items(ctx.issue, audience_for(r, ctx.embassies)), language
+                    ),
+                )
+
+            def by_keys(sid: int, language: str, embassy: str, sectors: tuple[str, ...]) -> str:
+                return profile_for(ctx, RecipientData(sid, "", "", language, embassy, sectors, ""))
+
+            started = time.perf_counter()
+            after = 0
+            while after := ledger.plan_profiles(
+                session, cid, by_keys if fast else by_selection, after=after
+            ):
+                pass
+            took = time.perf_counter() - started
+            session.rollback()
+    finally:
+        engine.dispose()
+    return took / n * 1e6
+
+
 def median_ms(url: str, work: Callable[[Session, int], int], cid: int, repeats: int) -> float:
     engine = make_engine(url)
     times = []
@@ -166,6 +212,14 @@ def main() -> None:
                     f" {counts:>8.2f}",
                     flush=True,
                 )
+            mark_sent(database, 0.0, n)
+            fast = plan_us_per_row(config, cid, n, fast=True)
+            slow = plan_us_per_row(config, cid, n, fast=False)
+            print(
+                f"          planning profiles: {fast:.1f} us/row ({fast * n / 1e6:.1f} s), "
+                f"by selection {slow:.1f} us/row ({slow * n / 1e6:.1f} s): {slow / fast:.1f}x",
+                flush=True,
+            )
             print(f"          (built {n:,} rows in {built:.1f} s)", flush=True)
 
 

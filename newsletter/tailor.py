@@ -131,3 +131,51 @@ def select_items(issue: Issue, audience: Audience) -> Selection:
 def profile_key(selection: Selection, language: str) -> str:
     """Subscribers sharing this key share one rendered digest."""
     return f"{selection.key()}-{language}"
+
+
+class ProfileKeys:
+    """`profile_key(select_items(issue, audience), language)` without building the selection.
+
+    Planning a campaign keys every row before the first message leaves; a selection costs a
+    Decision per item (about 60 µs for the sample issue), which a million rows cannot afford.
+    Here an issue's items become bit masks once, and a reader's key is a few set lookups away.
+    `tests/test_tailor.py` holds the two equal for any issue and audience.
+    """
+
+    def __init__(self, issue: Issue) -> None:
+        items = issue.items
+        self._ids = tuple(item.id for item in items)
+        self._all = (1 << len(items)) - 1
+        self._base = 0  # always and general items: in every digest
+        self._by_sector: dict[str, int] = {}
+        self._by_place: dict[str, int] = {}
+        # Where a sector first brings in an item (item index, position among its sectors): the
+        # order `Selection.matched_sectors` lists the interests in.
+        self._rank: dict[str, tuple[int, int]] = {}
+        for index, item in enumerate(items):
+            bit = 1 << index
+            if item.always or (not item.sectors and not item.regions):
+                self._base |= bit
+                continue
+            for position, code in enumerate(item.sectors):
+                self._by_sector[code] = self._by_sector.get(code, 0) | bit
+                self._rank.setdefault(code, (index, position))
+            for code in item.regions:
+                self._by_place[code.lower()] = self._by_place.get(code.lower(), 0) | bit
+
+    def key(self, audience: Audience, language: str) -> str:
+        interests = audience.interests
+        matched: tuple[str, ...] = ()
+        if not interests:
+            mask = self._all
+        else:
+            mask = self._base
+            for code in interests:
+                mask |= self._by_sector.get(code, 0)
+            for place in audience.places:
+                mask |= self._by_place.get(place.lower(), 0)
+            rank = self._rank
+            matched = tuple(sorted((c for c in interests if c in rank), key=rank.__getitem__))
+        included = ",".join(i for n, i in enumerate(self._ids) if mask >> n & 1)
+        parts = f"{included}|{','.join(matched)}|{','.join(sorted(interests))}"
+        return f"{hashlib.blake2b(parts.encode(), digest_size=8).hexdigest()}-{language}"

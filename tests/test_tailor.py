@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.content.model import Issue, Item
-from newsletter.tailor import Audience, Reason, profile_key, select_items
+from newsletter.tailor import Audience, ProfileKeys, Reason, profile_key, select_items
 
 SECTORS = ["ai", "software", "biomedicine", "displays", "talent", "robotics"]
 PLACES = ["DE", "US", "KR", "eu", "asean"]
@@ -100,6 +100,15 @@ def test_profile_key_equal_exactly_when_the_digest_is_the_same(
     )  # fmt: skip
     assert (profile_key(sa, "zh") == profile_key(sb, "zh")) == same
     assert profile_key(sa, "zh") != profile_key(sa, "en")
+
+
+@given(issues(), audiences, st.sampled_from(["zh", "en"]))
+def test_the_fast_profile_key_is_the_selection_s_key(
+    issue: Issue, audience: Audience, language: str
+) -> None:
+    assert ProfileKeys(issue).key(audience, language) == profile_key(
+        select_items(issue, audience), language
+    )
 
 
 def test_reasons_name_what_matched() -> None:

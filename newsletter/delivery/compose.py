@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import jinja2
@@ -22,7 +23,7 @@ from newsletter.render.digest import (
     recipient_values,
     render_digest,
 )
-from newsletter.tailor import Audience, Selection, profile_key, select_items
+from newsletter.tailor import Audience, ProfileKeys, Selection, profile_key, select_items
 from newsletter.taxonomy import EmbassyDef, SectorDef
 
 
@@ -37,6 +38,9 @@ class RecipientData:
     token_key: str
 
 
+PROFILE_KEYS_KEPT = 65536  # about 10 MB of keys
+
+
 @dataclass
 class IssueContext:
     """Everything shared by all recipients of one issue; built once per send."""
@@ -49,8 +53,15 @@ class IssueContext:
     dkim: DkimKey | None = None
     cache: ProfileCache = field(default_factory=ProfileCache)
     prepared: BoundedCache[PreparedDigest] = field(default_factory=BoundedCache)
-    # Profile keys by (language, embassy, sectors): a few bytes each, so many can be kept.
-    profiles: BoundedCache[str] = field(default_factory=lambda: BoundedCache(maxsize=16384))
+    # Profile keys by (language, embassy, sectors). A plain dict: a miss costs a few µs with
+    # `ProfileKeys`, less than a locked LRU's bookkeeping on every hit; emptied when full
+    # (`PROFILE_KEYS_KEPT`), so memory stays flat at any list size.
+    profiles: dict[tuple[str, str, tuple[str, ...]], str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def keys(self) -> ProfileKeys:
+        """The issue's profile keys, computed without a selection per reader."""
+        return ProfileKeys(self.issue)
 
     @property
     def links(self) -> DigestLinks:
@@ -108,10 +119,15 @@ def select_for(ctx: IssueContext, recipient: RecipientData) -> Selection:
 
 def profile_for(ctx: IssueContext, recipient: RecipientData) -> str:
     """The recipient's profile key; recipients of one mission with the same sectors share it."""
-    return ctx.profiles.get_or_render(
-        repr((recipient.language, recipient.embassy, recipient.sectors)),
-        lambda: profile_key(select_for(ctx, recipient), recipient.language),
-    )
+    known = (recipient.language, recipient.embassy, recipient.sectors)
+    key = ctx.profiles.get(known)
+    if key is None:
+        if len(ctx.profiles) >= PROFILE_KEYS_KEPT:
+            ctx.profiles.clear()
+        key = ctx.profiles[known] = ctx.keys.key(
+            audience_for(recipient, ctx.embassies), recipient.language
+        )
+    return key
 
 
 def _render(ctx: IssueContext, chosen: Selection, language: str) -> RenderedDigest:
