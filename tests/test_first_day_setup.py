@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from newsletter.cli import app
+from newsletter.cli import app, load_all
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.delivery.locks import SenderLock
@@ -290,6 +290,7 @@ def test_help_shows_every_option_whole_and_no_python_types(runner: CliRunner) ->
     assert "--subscribe-per-address N" in serve and "([web])" in serve
     assert "()" not in serve and "…" not in serve
     assert re.match(r"Usage: \S+ send \[OPTIONS\] SLUG\n", run(runner, "send", "--help").stdout)
+    load_all()  # every command's module: the walk below sees the whole tree
     root = typer.main.get_command(app)
     for path in _every_command(root):
         shown = run(runner, *path, "--help")

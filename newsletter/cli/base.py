@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions
 from rich.table import Table
+from typer._click import Command as ClickCommand
 from typer._click import Context as ClickContext
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from newsletter import runtime
-from newsletter.config import CONFIG_ENV, Settings, config_path, load_settings
-from newsletter.db import DatabaseUnavailableError, Session, database_problem, describe
+from newsletter.cli.index import COMMANDS
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.services.signals import run_until_signal as run_until_signal
+
+# The settings, the database and everything under them are imported by the command that needs
+# them, not here: `newsletter --help` and `--version` start without SQLAlchemy or pydantic.
+if TYPE_CHECKING:
+    from newsletter.config import Settings
+    from newsletter.db import Session
 
 # Piped or redirected output is read by grep, a file or a mail: a line is never cut or wrapped
 # at 80 columns there (a `file:line` split in two, an address cut short).
@@ -144,7 +151,8 @@ def _plain_help(command: Any) -> None:
 
 
 def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.strip().splitlines()), "")
+    """The first paragraph of a help text, on one line (a docstring's first sentence may wrap)."""
+    return " ".join(text.strip().split("\n\n", 1)[0].split())
 
 
 class _Group(TyperGroup):
@@ -156,17 +164,33 @@ class _Group(TyperGroup):
         _plain_help(self)
 
     def list_commands(self, ctx: ClickContext) -> list[str]:
-        ordered = [name for _, names in SECTIONS for name in names if name in self.commands]
-        return ordered + sorted(set(self.commands) - set(ordered))
+        names = set(self.commands) | set(COMMANDS)
+        ordered = [name for _, listed in SECTIONS for name in listed if name in names]
+        return ordered + sorted(names - set(ordered))
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> ClickCommand | None:
+        """A command's module is imported when the command is used (`cli/index.py` says which):
+        one command never pays for the imports of all the others."""
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            for module in COMMANDS[cmd_name][0]:
+                importlib.import_module(f"newsletter.cli.{module}")
+            command = typer.main.get_group(app).commands.get(cmd_name)
+            if command is not None:
+                _plain_help(command)
+                self.commands[cmd_name] = command
+        return command
 
     def format_commands(self, ctx: ClickContext, formatter: Any) -> None:
-        shown = {n: c for n, c in self.commands.items() if not c.hidden}
+        # Loaded commands speak for themselves; the others by their line in the index.
+        shown = {n: help for n, (_, help) in COMMANDS.items()}
+        shown.update({n: c.short_help or "" for n, c in self.commands.items() if not c.hidden})
         known = {name for _, names in SECTIONS for name in names}
         sections = [*SECTIONS, ("Other", tuple(sorted(set(shown) - known)))]
         # One width for the names of every section, so the descriptions line up.
         pad = max((len(n) for n in shown), default=0)
         for title, names in sections:
-            rows = [(n.ljust(pad), shown[n].short_help or "") for n in names if n in shown]
+            rows = [(n.ljust(pad), shown[n]) for n in names if n in shown]
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
@@ -179,6 +203,8 @@ class _Group(TyperGroup):
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         except Exception as exc:
+            from newsletter.db import DatabaseUnavailableError, database_problem
+
             # Connection lost or refused, database locked, disk full: the staff member's move
             # is to look at the database, which a driver's traceback does not say.
             problem = database_problem(exc)
@@ -231,6 +257,9 @@ def _root(
 
 def settings_for(ctx: typer.Context, config: Path | None = None) -> Settings:
     """`--config` after the command wins over `--config` before it."""
+    from newsletter.config import config_path, load_settings
+    from newsletter.db import describe
+
     explicit = config or ctx.find_root().obj
     if explicit is None and not config_path(None).exists():
         if not _described_by_environment():
@@ -252,6 +281,8 @@ def _described_by_environment() -> bool:
 
 
 def _no_config_found() -> str:
+    from newsletter.config import CONFIG_ENV, config_path
+
     where = config_path(None)
     if os.environ.get(CONFIG_ENV):
         found = f"${CONFIG_ENV} names {where}, which does not exist"
@@ -273,6 +304,9 @@ def print_json(value: object) -> None:
 
 @contextmanager
 def open_session(settings: Settings) -> Iterator[Session]:
+    from newsletter import runtime
+    from newsletter.db import Session
+
     engine = runtime.open_database(settings)
     try:
         with Session(engine, expire_on_commit=False) as session:
