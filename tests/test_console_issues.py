@@ -4,6 +4,8 @@ SQLite and PostgreSQL, the test send through a real SMTP server."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import html
 import re
 from collections.abc import Callable, Iterator
@@ -18,12 +20,14 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from newsletter import credentials
-from newsletter.actors import Actor
+from newsletter.actors import Actor, Scope
+from newsletter.config import Settings
 from newsletter.console import create_admin_app
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
-from newsletter.models import AdminEvent, IssueRecord, ItemRecord
-from newsletter.services import staff
+from newsletter.models import AdminEvent, Delivery, IssueRecord, ItemRecord
+from newsletter.services import staff, subscribers
+from newsletter.testing.sink import LoopbackController
 from tests.conftest import LISTS, Clock, Instance, cli, send_sample
 
 PASSWORD = "correct horse battery staple"
@@ -34,7 +38,7 @@ STAFF = {
     "list-manager": ("lists@example.org", ()),
     "liaison": ("berlin@example.org", ("de-berlin",)),
 }
-Login = Callable[[str], TestClient]
+Login = Callable[..., TestClient]
 
 
 @pytest.fixture
@@ -54,13 +58,13 @@ def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
     """A signed-in browser for a role (its account made on first use)."""
     clients: list[TestClient] = []
 
-    def signed_in(role: str) -> TestClient:
+    def signed_in(role: str, settings: Settings | None = None) -> TestClient:
         email, scope = STAFF[role]
         enrolled = staff.add_staff(
             instance.settings, email, role=role, scope=scope, password=PASSWORD,
             actor=Actor.cli(), db=engine,
         )  # fmt: skip
-        app = create_admin_app(instance.settings, clock=clock)
+        app = create_admin_app(settings or instance.settings, clock=clock)
         client = TestClient(
             app, base_url="https://testserver", client=("127.0.0.1", 50000),
             follow_redirects=False,
@@ -388,3 +392,239 @@ def test_forged_tokens_save_nothing(login: Login, engine: Engine) -> None:
     )
     assert refused.status_code == 403
     assert snapshot(engine) == before
+
+
+# --- 3. the preview -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lists(instance: Instance, runner: CliRunner) -> None:
+    cli(runner, instance, "subscribers", "import", str(LISTS))
+
+
+BERLIN_AI = "chen.hao@de-berlin.example.org"  # sectors ai, robotics, software
+
+
+def iframe(page: str) -> str:
+    found = re.search(r"<iframe [^>]*>", page)
+    assert found, page
+    return found.group(0)
+
+
+def test_an_editor_previews_as_a_berlin_ai_reader_with_the_why_panel(
+    login: Login, lists: None
+) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    page = editor.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}")
+    assert page.status_code == 200, page.text
+    frame = iframe(page.text)
+    assert 'sandbox=""' in frame and "allow-scripts" not in frame and "srcdoc=" in frame
+    assert 'class="digest w390"' in frame  # phone first
+    assert '订阅者 <span lang="en">Subscriber</span> ' + BERLIN_AI in page.text
+    assert "ai, robotics, software" in page.text
+    assert "included: matches sectors" in page.text and "不收录" in page.text
+    assert "KB / 102 KB" in page.text
+    # Width and tab are links that reload the page: no script needed.
+    for width in ("360", "390", "600", "full"):
+        assert f"width={width}" in page.text
+    narrow = editor.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}&width=360")
+    assert 'class="digest w360"' in iframe(narrow.text)
+    text = editor.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}&tab=text").text
+    assert '<pre class="digest-text">' in text and "<iframe" not in text
+    headers = editor.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}&tab=headers").text
+    assert "<dt>Subject</dt>" in headers and "<dt>List-Unsubscribe</dt>" in headers
+    assert f"&lt;{BERLIN_AI}&gt;" in headers or BERLIN_AI in headers
+
+
+def test_the_eml_download_is_the_message_with_links_that_change_nobody(
+    login: Login, lists: None, instance: Instance
+) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    eml = editor.get(f"/admin/issues/2020-01/preview.eml?subscriber={BERLIN_AI}")
+    assert eml.status_code == 200
+    assert eml.headers["content-type"] == "message/rfc822"
+    assert "attachment" in eml.headers["content-disposition"]
+    message = email.message_from_bytes(eml.content, policy=email.policy.default)
+    assert BERLIN_AI in str(message["To"])
+    unsubscribe = re.search(r"/unsubscribe/([^>\s]+)>", str(message["List-Unsubscribe"]))
+    assert unsubscribe
+    # The token verifies as genuine but names nobody: the subscriber's own key is not in it.
+    from newsletter.web import create_app
+
+    with TestClient(create_app(instance.settings), follow_redirects=False) as public:
+        answer = public.post(
+            f"/unsubscribe/{unsubscribe.group(1)}", data={"List-Unsubscribe": "One-Click"}
+        )
+    assert answer.status_code == 400 and "链接无效" in answer.text  # it names nobody
+    shown = cli(CliRunner(), instance, "subscribers", "show", BERLIN_AI)
+    assert "active" in shown
+
+
+def test_a_synthetic_audience_is_previewed_and_explained(login: Login) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    page = editor.get("/admin/issues/2020-01/preview?mission=de-berlin&sectors=ai&language=en")
+    assert page.status_code == 200, page.text
+    assert '模拟读者 <span lang="en">Made-up reader</span>' in page.text
+    assert "de-berlin · en" in page.text
+    assert 'value="ai" checked' in page.text
+    whole = editor.get("/admin/issues/2020-01/preview")
+    assert whole.status_code == 200 and "included: " in whole.text
+    assert "不收录" not in whole.text  # the whole issue leaves nothing out
+    bad = editor.get("/admin/issues/2020-01/preview?mission=de-berlin&sectors=nonsense")
+    assert bad.status_code == 422 and "unknown sector nonsense" in bad.text
+    assert editor.get("/admin/issues/nope/preview").status_code == 404
+
+
+def test_a_liaison_previews_only_as_readers_of_their_missions(login: Login, lists: None) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    liaison = login("liaison")
+    own = liaison.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}")
+    assert own.status_code == 200 and "<iframe" in own.text
+    paris = "fr-paris"
+    someone = next(
+        line.split(",")[0]
+        for line in (LISTS / f"{paris}.csv").read_text(encoding="utf-8").splitlines()[1:]
+        if line.strip()
+    )
+    other = liaison.get(f"/admin/issues/2020-01/preview?subscriber={someone}")
+    assert other.status_code == 404 and "<iframe" not in other.text
+    assert "No such subscriber in your missions" in other.text
+    assert liaison.get(f"/admin/issues/2020-01/preview.eml?subscriber={someone}").status_code == 404
+    assert liaison.get(f"/admin/issues/2020-01/preview?mission={paris}").status_code == 404
+    # A search finds Berlin's people and nobody else's, whatever is typed.
+    search = liaison.get("/admin/issues/2020-01/preview?q=example.org").text
+    assert "de-berlin.example.org" in search and "fr-paris.example.org" not in search
+    assert "Nobody found" in liaison.get(f"/admin/issues/2020-01/preview?q={someone}").text
+    assert f'<option value="{paris}"' not in search
+    assert editor.get(f"/admin/issues/2020-01/preview?q={someone}").text.count(someone) >= 1
+
+
+@pytest.mark.parametrize("role", ["auditor", "list-manager"])
+def test_readers_preview_but_are_offered_no_test_send(login: Login, lists: None, role: str) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    reader = login(role)
+    page = reader.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}")
+    assert page.status_code == 200 and "<iframe" in page.text
+    assert "/test-send" not in page.text
+
+
+def test_preview_gets_change_nothing(login: Login, lists: None, engine: Engine) -> None:
+    editor = login("editor")
+    upload(editor, sample_issue_path())
+    before = snapshot(engine)
+    for path in (
+        f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}",
+        f"/admin/issues/2020-01/preview.eml?subscriber={BERLIN_AI}",
+        "/admin/issues/2020-01/preview?mission=de-berlin&sectors=ai",
+        "/admin/issues/2020-01/test-send",
+    ):
+        assert editor.get(path).status_code in {200, 405}
+    assert snapshot(engine) == before
+
+
+# --- 4. the test send -------------------------------------------------------------------------
+
+
+def through(smtp: LoopbackController, settings: Settings) -> Settings:
+    changes: dict[str, object] = {
+        "transport": "smtp",
+        "smtp.host": "127.0.0.1",
+        "smtp.port": smtp.port,
+    }
+    return settings.overridden(changes)
+
+
+def deliveries(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(Delivery)).all())
+
+
+def send_form(client: TestClient, query: str) -> tuple[str, list[tuple[str, str]]]:
+    page = client.get(f"/admin/issues/2020-01/preview?{query}")
+    assert page.status_code == 200, page.text
+    form = page.text.split('action="/admin/issues/2020-01/test-send"', 1)[1].split("</form>")[0]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)
+    return csrf(form), [(n, html.unescape(v)) for n, v in fields if n != "csrf"]
+
+
+def test_a_test_send_goes_to_the_staff_address_only(
+    login: Login, lists: None, engine: Engine, instance: Instance, smtp_server: LoopbackController
+) -> None:
+    settings = through(smtp_server, instance.settings)
+    editor = login("editor", settings)
+    upload(editor, sample_issue_path())
+    token, fields = send_form(editor, f"subscriber={BERLIN_AI}")
+    assert fields == [("subscriber", BERLIN_AI)]
+    done = editor.post("/admin/issues/2020-01/test-send", data={"csrf": token, **dict(fields)})
+    assert done.status_code == 303
+    assert done.headers["location"] == (
+        f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI.replace('@', '%40')}&sent=1"
+    )
+    assert "测试邮件已发送至 li.wei@example.org" in editor.get(done.headers["location"]).text
+    (mail,) = smtp_server.handler.received
+    assert mail.rcpt == "li.wei@example.org"
+    message = mail.parsed()
+    assert str(message["Subject"]).startswith("[测试 TEST]")
+    assert "li.wei@example.org" in str(message["To"]) and BERLIN_AI not in str(message["To"])
+    assert deliveries(engine) == 0  # no ledger row: the test send burns nothing
+    history = subscribers.show_subscriber(settings, BERLIN_AI, scope=Scope.all(), db=engine)
+    assert [e.action for e in history.history].count("test_send") == 1
+
+
+def test_a_liaison_test_sends_a_berlin_reading_to_themselves_only(
+    login: Login, lists: None, engine: Engine, instance: Instance, smtp_server: LoopbackController
+) -> None:
+    settings = through(smtp_server, instance.settings)
+    upload(login("editor", settings), sample_issue_path())
+    liaison = login("liaison", settings)
+    token, fields = send_form(liaison, "mission=de-berlin&sectors=ai&language=zh")
+    assert fields == [("mission", "de-berlin"), ("sectors", "ai"), ("language", "zh")]
+    form: dict[str, list[str]] = {"csrf": [token]}
+    for name, value in fields:
+        form.setdefault(name, []).append(value)
+    sent = liaison.post("/admin/issues/2020-01/test-send", data=form)
+    assert sent.status_code == 303 and sent.headers["location"].endswith("&sent=1")
+    paris = liaison.post(
+        "/admin/issues/2020-01/test-send", data={"csrf": token, "mission": "fr-paris"}
+    )
+    assert paris.status_code == 404
+    (mail,) = smtp_server.handler.received
+    assert mail.rcpt == "berlin@example.org"
+    assert deliveries(engine) == 0
+
+
+@pytest.mark.parametrize("role", ["auditor", "list-manager"])
+def test_roles_without_test_send_send_nothing(
+    login: Login, lists: None, engine: Engine, instance: Instance,
+    smtp_server: LoopbackController, role: str,
+) -> None:  # fmt: skip
+    settings = through(smtp_server, instance.settings)
+    upload(login("editor", settings), sample_issue_path())
+    reader = login(role, settings)
+    before = snapshot(engine)
+    refused = reader.post(
+        "/admin/issues/2020-01/test-send",
+        data={"csrf": genuine_token(reader, "test-send"), "subscriber": BERLIN_AI},
+    )
+    assert refused.status_code == 403
+    assert smtp_server.handler.received == [] and snapshot(engine) == before
+
+
+def test_a_forged_token_sends_nothing(
+    login: Login, lists: None, engine: Engine, instance: Instance, smtp_server: LoopbackController
+) -> None:
+    editor = login("editor", through(smtp_server, instance.settings))
+    upload(editor, sample_issue_path())
+    token, _ = send_form(editor, f"subscriber={BERLIN_AI}")
+    before = snapshot(engine)
+    for forged in ("", "forged" * 5, genuine_token(editor, "issue-yaml")):
+        answer = editor.post(
+            "/admin/issues/2020-01/test-send", data={"csrf": forged, "subscriber": BERLIN_AI}
+        )
+        assert answer.status_code == 403
+    assert smtp_server.handler.received == [] and snapshot(engine) == before

@@ -22,6 +22,7 @@ from newsletter.db import Engine, Session
 from newsletter.delivery.compose import RecipientData, marked_profile, personal_message
 from newsletter.delivery.transports import deliver
 from newsletter.errors import DeliveryError
+from newsletter.services.previews import Audience, synthetic_recipient
 from newsletter.services.sending import Route, recipient_data, route
 from newsletter.services.units import database
 from newsletter.subscriptions import store
@@ -68,6 +69,7 @@ def send_test(
     actor: Actor,
     scope: Scope,
     as_email: str | None = None,
+    audience: Audience | None = None,
     transport: str | None = None,
     outbox: Path | None = None,
     db: Engine | None = None,
@@ -75,13 +77,19 @@ def send_test(
     """Send one test digest of the issue to `to` only; `DeliveryError` if the server refused it.
 
     `as_email`: rendered as that subscriber (their sectors, mission, language and name; never
-    their links). An audit line records it, in that subscriber's history when there is one.
+    their links); `audience`: as a made-up reader of the console's preview. An audit line
+    records it, in that subscriber's history when there is one.
     """
     address = addresses.normalise(to)
     with database(settings, db) as engine, Session(engine, expire_on_commit=False) as session:
         context = runtime.issue_context(session, settings, slug)
         subscriber = store.find(session, as_email) if as_email else None
-        base = recipient_data(session, as_email, scope) if as_email else _whole_issue(address)
+        if as_email:
+            base = recipient_data(session, as_email, scope)
+        elif audience is not None:  # the console's made-up reader: mission, sectors, language
+            base = synthetic_recipient(context, audience, scope)
+        else:
+            base = _whole_issue(address)
         # A fresh random key: links that verify as genuine, and find no subscriber.
         recipient = RecipientData(
             subscriber_id=base.subscriber_id, email=address, name=base.name,
