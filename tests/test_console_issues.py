@@ -28,7 +28,8 @@ from newsletter.db import make_engine
 from newsletter.models import AdminEvent, Delivery, IssueRecord, ItemRecord
 from newsletter.services import staff, subscribers
 from newsletter.testing.sink import LoopbackController
-from tests.conftest import LISTS, Clock, Instance, cli, send_sample
+from tests.conftest import IN_CI, LISTS, Clock, Instance, cli, send_sample
+from tests.test_console_login import CHROMIUM, CHROMIUM_ARGS
 
 PASSWORD = "correct horse battery staple"
 SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
@@ -628,3 +629,108 @@ def test_a_forged_token_sends_nothing(
         )
         assert answer.status_code == 403
     assert smtp_server.handler.received == [] and snapshot(engine) == before
+
+
+# --- a person in chromium, at 360 px --------------------------------------------------------
+
+
+@pytest.fixture
+def served(instance: Instance) -> Iterator[str]:
+    """The console on a loopback port of its own, in this process (uvicorn in a thread)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    app = create_admin_app(instance.settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the console did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.mark.browser
+# The pages are the same on PostgreSQL, which the TestClient tests above cover.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_an_editor_imports_the_seed_and_previews_it_as_a_berlin_reader_at_360_px(
+    served: str, instance: Instance, engine: Engine, lists: None, javascript: bool,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    email_, _ = STAFF["editor"]
+    enrolled = staff.add_staff(
+        instance.settings, email_, role="editor", password=PASSWORD, actor=Actor.cli(), db=engine
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 360, "height": 720}, java_script_enabled=javascript
+            )
+            page = context.new_page()
+            page.goto(f"{served}/admin")
+            page.get_by_label("邮箱 Email").fill(email_)
+            page.get_by_label("密码 Password").fill(PASSWORD)
+            page.get_by_role("button", name="登录 Log in").click()
+            page.wait_for_selector("h1:has-text('两步验证')")
+            page.get_by_label("验证码 Code").fill(pyotp.TOTP(enrolled.enrolment.totp_secret).now())
+            page.get_by_role("button", name="验证 Verify").click()
+            page.wait_for_selector("h1:has-text('首页')")
+
+            page.get_by_role("link", name="期刊 Issues").click()
+            page.get_by_role("link", name="导入一期 Import an issue").click()
+            page.get_by_label("期刊文件 Issue file").set_input_files(str(SEED))
+            page.get_by_role("button", name="导入 Import").click()
+            page.wait_for_selector("h2:has-text('请核对转换提示')")
+            assert page.locator("ol.warnings li").count() >= 1
+            assert page.locator("ol.warnings pre.source").first.is_visible()
+            page.get_by_role("button", name="确认导入 Import it").click()
+            page.wait_for_selector("text=已导入")
+            assert page.locator(".chip .why").first.is_visible()  # the keyword behind a chip
+            _fits(page, "the issue page")
+
+            page.get_by_role("link", name="预览 Preview").first.click()
+            page.get_by_label("查找订阅者 Find a subscriber").fill("chen.hao")
+            page.get_by_role("button", name="查找 Find").click()
+            page.get_by_role("link", name=re.compile(BERLIN_AI)).click()
+            page.wait_for_selector("iframe.digest")
+            page.get_by_role("link", name="360 px").click()
+            page.wait_for_selector("iframe.digest.w360")
+            frame = page.locator("iframe.digest")
+            assert frame.get_attribute("sandbox") == ""
+            box = frame.bounding_box()
+            assert box is not None and box["width"] <= 362
+            digest = page.frame_locator("iframe.digest")
+            assert digest.locator("body").inner_text().strip()  # the digest is there to read
+            assert page.locator("text=included: matches sectors").first.is_visible()
+            _fits(page, "the preview")
+            page.screenshot(path=str(tmp_path / "preview-360.png"), full_page=True)
+            frame.screenshot(path=str(tmp_path / "digest-360.png"))
+            context.close()
+        finally:
+            browser.close()
+    assert slugs(engine) == ["2020-01"]
+
+
+def _fits(page: Any, what: str) -> None:
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 360, f"{what} is {width}px wide at 360px"
