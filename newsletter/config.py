@@ -103,6 +103,17 @@ class WebSettings(_Section):
         return tuple(entry.strip() for entry in value)
 
 
+class ArchiveSettings(_Section):
+    """Who may read the web version of sent issues (`/archive`)."""
+
+    visibility: Literal["public", "subscribers", "staff"] = Field(
+        default="subscribers",
+        description='"public": anyone, cached, with an Atom feed; "subscribers": the links in '
+        "each digest carry the reader's own signed read token, other visitors are told how to "
+        'subscribe; "staff": the public site refuses every issue page.',
+    )
+
+
 class DeliverySettings(_Section):
     """How the sender paces, retries and leases its work."""
 
@@ -237,6 +248,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "smtp": SmtpSettings,
     "dkim": DkimSettings,
     "web": WebSettings,
+    "archive": ArchiveSettings,
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
     "admin": AdminSettings,
@@ -289,6 +301,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
     web: WebSettings = WebSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     admin: AdminSettings = AdminSettings()

@@ -18,6 +18,7 @@ class Purpose(StrEnum):
     CONFIRM = "c"
     UNSUBSCRIBE = "u"
     PREFERENCES = "p"
+    READ = "r"  # the subscribers-only archive: does not expire, bound to the subscriber
 
 
 class InvalidToken(NewsletterError, ValueError):

@@ -49,6 +49,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture
+def public_client(settings: Settings) -> Iterator[TestClient]:
+    """The same instance with a public archive (`[archive] visibility`, subscribers by default)."""
+    with TestClient(
+        create_app(settings.overridden({"archive.visibility": "public"}))
+    ) as test_client:
+        yield test_client
+
+
 def _csrf(client: TestClient, path: str) -> str:
     page = client.get(path)
     assert page.status_code == 200, page.text
@@ -371,8 +380,9 @@ def test_pages_carry_safety_headers(client: TestClient) -> None:
 
 
 def test_trailing_slash_redirects_to_the_configured_address_uncached(
-    client: TestClient, settings: Settings
+    public_client: TestClient, settings: Settings
 ) -> None:
+    client = public_client
     for path, target in [("/archive/", "/archive"), ("/subscribe/?lang=en", "/subscribe?lang=en"),
                          ("/archive/2020-01/", "/archive/2020-01")]:  # fmt: skip
         answer = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
@@ -395,8 +405,13 @@ def test_an_origin_matching_only_the_host_header_is_refused(client: TestClient) 
 
 
 def test_archive_shows_only_issues_that_were_sent(
-    client: TestClient, settings: Settings, runner: CliRunner, instance: Instance, tmp_path: Path
+    public_client: TestClient,
+    settings: Settings,
+    runner: CliRunner,
+    instance: Instance,
+    tmp_path: Path,
 ) -> None:
+    client = public_client
     cli(runner, instance, "issue", "import", str(sample_issue_path()))
     assert client.get("/archive/2020-01").status_code == 404
     assert "No issue has been sent yet" in client.get("/archive").text

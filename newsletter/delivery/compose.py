@@ -9,7 +9,7 @@ import jinja2
 
 from newsletter import addresses
 from newsletter.content.model import Issue
-from newsletter.mail.links import recipient_links
+from newsletter.mail.links import read_token, recipient_links
 from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
 from newsletter.mail.outgoing import Outgoing
 from newsletter.mail.prepared import PreparedDigest, prepare
@@ -65,7 +65,7 @@ class IssueContext:
 
     @property
     def links(self) -> DigestLinks:
-        return DigestLinks(base_url=self.mail.base_url)
+        return DigestLinks(base_url=self.mail.base_url, read_token=self.mail.read_tokens)
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def tailored(ctx: IssueContext, recipient: RecipientData) -> tuple[Selection, st
 def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, RenderedDigest]:
     key, digest = digest_for(ctx, recipient)
     unsubscribe, preferences, _ = recipient_links(ctx.mail, recipient.token_key)
-    return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences))
+    reader = read_token(ctx.mail, recipient.token_key)
+    return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences, reader))
 
 
 def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDigest:
@@ -238,7 +239,7 @@ def personal_message(
         reply_to=mail.sender.reply_to,
     )
     digest = profile.digest
-    who = Recipient(recipient.name, unsubscribe, preferences)
+    who = Recipient(recipient.name, unsubscribe, preferences, read_token(mail, recipient.token_key))
     text_values, html_values = recipient_values(who, digest.language)
     parts = profile.prepared.parts(envelope, text_values, html_values)
     if ctx.dkim is not None:

@@ -1,4 +1,4 @@
-"""The signed links every message to a subscriber carries: unsubscribe, preferences, mailto."""
+"""The signed links every message to a subscriber carries: unsubscribe, preferences, mailto, read."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ def recipient_links(settings: Settings | MailSettings, token_key: str) -> tuple[
         f"{settings.base_url}/preferences/{preferences}",
         mailto,
     )
+
+
+def read_token(settings: Settings | MailSettings, token_key: str) -> str:
+    """The subscriber's own key to a subscribers-only archive (`?r=` on every web link)."""
+    return make_token(settings.secret, Purpose.READ, token_key)

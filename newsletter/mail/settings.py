@@ -21,12 +21,14 @@ class MailSettings:
     list_id: str
     sender: SenderSettings
     secret_key: str = field(repr=False)
+    read_tokens: bool = False  # [archive] visibility = "subscribers": web links carry one
 
     @classmethod
     def of(cls, settings: Settings) -> MailSettings:
         return cls(
             base_url=settings.base_url, domain=settings.domain, list_id=settings.list_id,
             sender=settings.sender, secret_key=settings.secret_key,
+            read_tokens=settings.archive.visibility == "subscribers",
         )  # fmt: skip
 
     @property

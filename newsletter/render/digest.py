@@ -43,7 +43,11 @@ GREETING = "%%GREETING%%"
 RECIPIENT_NAME = "%%RECIPIENT_NAME%%"
 UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%PREFERENCES_URL%%"
-PLACEHOLDERS = (GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL)
+# The reader's archive token (mail.links.read_token) inside web links: as long as the token, so
+# the text part wraps a link holding it as it will be once spliced in.
+READ_TOKEN = "%%READ_TOKEN" + "_" * 59 + "%%"
+PLACEHOLDERS = (GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, READ_TOKEN)
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _PERCENTS = re.compile(r"%{2,}")
 _SAFE_URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
@@ -54,8 +58,11 @@ _SLACK = 2_000  # bytes cut beyond the measured excess, so one more render usual
 class DigestLinks:
     base_url: str  # e.g. "https://newsletter.example.org"
 
+    read_token: bool = False  # a subscribers-only archive: each link carries the reader's token
+
     def archive(self, issue: Issue) -> str:
-        return archive_url(self.base_url, issue.slug)
+        url = archive_url(self.base_url, issue.slug)
+        return f"{url}{'&' if '?' in url else '?'}r={READ_TOKEN}" if self.read_token else url
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Recipient:
     name: str
     unsubscribe_url: str
     preferences_url: str
+    read_token: str = ""
 
 
 def one_line(text: str) -> str:
@@ -227,6 +235,7 @@ def recipient_values(recipient: Recipient, language: str) -> tuple[dict[str, str
         RECIPIENT_NAME: name,
         UNSUBSCRIBE_URL: _checked_url(one_line(recipient.unsubscribe_url)),
         PREFERENCES_URL: _checked_url(one_line(recipient.preferences_url)),
+        READ_TOKEN: recipient.read_token if _TOKEN.fullmatch(recipient.read_token) else "",
     }
     return values, {token: html.escape(value) for token, value in values.items()}
 

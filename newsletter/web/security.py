@@ -105,7 +105,10 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 # Only the pages themselves: a redirect or an error is never kept by a cache.
-                headers.extend(_headers(archive and message.get("status") == 200))
+                # A page that said how it may be cached (a restricted archive) keeps its word.
+                own = any(name.lower() == b"cache-control" for name, _ in headers)
+                extra = _headers(archive and message.get("status") == 200)
+                headers.extend(h for h in extra if not (own and h[0] == b"cache-control"))
                 message = {**message, "headers": headers}
             await send(message)
 
