@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pyotp
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -33,6 +34,7 @@ from newsletter.models import (
     StaffSession,
     utcnow,
 )
+from newsletter.scheduling import plans
 from newsletter.services import approvals, campaigns, issues, staff, subscribers
 from newsletter.testing.sink import LoopbackController
 from tests.conftest import Clock, Instance, load_sample, send_sample
@@ -353,6 +355,45 @@ def test_pause_resume_and_cancel_with_a_confirmation_page(people: Staff, engine:
     done = publisher.post(f"{path}/cancel", data={"csrf": csrf_of(confirm.text)})
     assert done.headers["location"] == path
     assert campaigns.campaign_status(settings, campaign_id).state == "cancelled"
+    with Session(engine) as session:
+        controls = ["campaign.pause", "campaign.resume", "campaign.cancel"]
+        query = select(AdminEvent).where(col(AdminEvent.action).in_(controls))
+        events = session.exec(query.order_by(col(AdminEvent.id))).all()
+        assert [(e.action, e.actor_id, e.via) for e in events] == [
+            (f"campaign.{a}", "wang.fang@example.org", "console")
+            for a in ("pause", "resume", "cancel")
+        ]
+
+
+def test_take_back_missed_sends_the_rows_a_closed_window_skipped(
+    people: Staff, engine: Engine, instance: Instance, smtp_server: LoopbackController,
+    clock: Clock,
+) -> None:  # fmt: skip
+    _request(people, kind="local", local="09:00", date=_day_after_tomorrow())
+    request = _only_request(engine)
+    path = _approve(people, "publisher", request.id or 0).headers["location"]
+    with Session(engine) as session:
+        for plan in session.exec(select(SchedulePlan)).all():
+            assert plan.id is not None
+            plans.miss_plan(session, plan.id, plan.not_after + dt.timedelta(seconds=1))
+        session.commit()
+    publisher = people["publisher"]
+    page = publisher.get(path)
+    assert "补发错过的" in page.text and "Take back missed" in page.text
+    clock.advance(minutes=11)  # it sends mail: a fresh code first
+    asked = publisher.post(f"{path}/take-back", data={"csrf": csrf_of(page.text)})
+    assert asked.headers["location"].startswith("/admin/stepup")
+    code_page = publisher.get(asked.headers["location"])
+    publisher.post("/admin/stepup", data={"code": people.totp("publisher"), "next": path,
+                                          "csrf": csrf_of(code_page.text)})  # fmt: skip
+    done = publisher.post(f"{path}/take-back", data={"csrf": csrf_of(page.text)})
+    assert done.headers["location"] == path
+    smtp = instance.settings.overridden(
+        {"transport": "smtp", "smtp.host": "127.0.0.1", "smtp.port": smtp_server.port}
+    )
+    report = send_sample(smtp, prepare=False)
+    assert report.sent == len(smtp_server.handler.received) > 0
+    assert "finished" in publisher.get(path).text
 
 
 def test_a_liaison_sees_only_their_missions_recipients(people: Staff, engine: Engine) -> None:
@@ -406,3 +447,18 @@ def test_a_real_send_after_approval_in_the_browser_reaches_each_subscriber_once(
     recipients = people["publisher"].get(f"{path}/recipients", params={"state": "sent"})
     assert "250" in recipients.text  # each row with the server's reply
     assert approvals.get_request(instance.settings, request.id or 0).campaign == campaign_id
+    # Live progress is an enhancement: a same-origin script (no inline code) and an SSE stream,
+    # which, the campaign being over, sends its counts once and ends.
+    assert '<script src="/admin/static/campaign.js" defer></script>' in page.text
+    assert re.search(r"<script>|<script [^>]*>[^<]", page.text) is None
+    script = people["publisher"].get("/admin/static/campaign.js")
+    assert (
+        script.headers["content-type"].startswith("text/javascript")
+        and "EventSource" in script.text
+    )
+    events = people["publisher"].get(f"{path}/events")
+    assert events.headers["content-type"].startswith("text/event-stream")
+    [line] = [x for x in events.text.splitlines() if x.startswith("data: ")]
+    progress = json.loads(line.removeprefix("data: "))
+    assert progress["done"] is True and progress["state"] == "finished"
+    assert progress["counts"]["sent"] == progress["total"] == len(active)

@@ -12,21 +12,32 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Mapping
+import json
+import time
+from collections.abc import Iterator, Mapping
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from newsletter.console.context import console, see_other
 from newsletter.delivery.campaigns import CampaignSummary, LedgerRow
 from newsletter.errors import NewsletterError, NotFoundError
+from newsletter.render.environment import default_templates_dir
 from newsletter.roles import Permission
 from newsletter.scheduling.plans import BEIJING
 from newsletter.scheduling.rules import in_local_time
-from newsletter.services import approvals, campaigns, logins, scheduling, send_plans, sending
+from newsletter.services import (
+    approvals,
+    campaign_desk,
+    campaigns,
+    logins,
+    scheduling,
+    send_plans,
+)
 from newsletter.services.approvals import ScheduleSpec
+from newsletter.services.campaign_desk import Control
 from newsletter.services.logins import Outcome, Who
 from newsletter.services.step_up import step_up
 from newsletter.subscriptions.lists import unformula
@@ -397,43 +408,80 @@ def cancel_confirm(request: Request, campaign_id: int) -> Response:
                                  session=who.session_id)  # fmt: skip
 
 
-# What the campaign page's buttons do; resend-unknown and take-back send mail (step-up).
-_CONTROLS = ("pause", "resume", "cancel", "resend-unknown", "take-back")
-
-
 @router.post("/campaigns/{campaign_id}/{action}")
 def control(request: Request, campaign_id: int, action: str, csrf: TextField = "") -> Response:
     who = _who(request, Permission.CONTROL_CAMPAIGN)
     if not isinstance(who, Who):
         return who
-    if action not in _CONTROLS:
+    try:
+        what = Control(action)
+    except ValueError:
         return _refused(request, "不支持此操作。This page does not take that method.", 404)
     _check(request, who, csrf, "campaign")
     back = f"/admin/campaigns/{campaign_id}"
-    if action in ("resend-unknown", "take-back"):  # these send mail: step-up first
+    if what.sends:
         first = _step_up_first(request, who, back)
         if first is not None:
             return first
     ctx = console(request)
-    settings, db, actor = ctx.settings, ctx.engine, who.actor
     try:
-        if action == "pause":
-            campaigns.pause_campaign(settings, campaign_id, actor=actor, db=db)
-        elif action == "resume":
-            campaigns.resume_campaign(settings, campaign_id, actor=actor, db=db)
-        elif action == "cancel":
-            campaigns.cancel_campaign(settings, campaign_id, actor=actor, db=db)
-        elif action == "resend-unknown":
-            campaigns.resend_unknown(settings, campaign_id, actor=actor, db=db)
-        else:
-            # Rows a missed or cancelled plan skipped go out now, as `newsletter send` does.
-            slug = campaigns.campaign_status(settings, campaign_id, db=db).issue
-            sending.prepare_campaign(settings, slug, actor=actor, db=db)
+        campaign_desk.control(ctx.settings, campaign_id, what, actor=who.actor,
+                              ip=_client(request).ip, db=ctx.engine)  # fmt: skip
     except NotFoundError:
         return _refused(request, NO_CAMPAIGN, 404)
     except NewsletterError as exc:
         return _campaign_page(request, who, campaign_id, error=str(exc), status=409)
     return see_other(back)
+
+
+# Live progress (SSE): counts every 2 s while the campaign is under way; the page works without.
+EVERY = 2.0
+# A stream ends after this long; the browser's EventSource opens a new one by itself.
+STREAM_FOR = dt.timedelta(minutes=10)
+SCRIPT = default_templates_dir() / "admin" / "campaign.js"
+_UNDER_WAY = ("scheduled", "sending", "paused")
+
+
+def _progress(request: Request, who: Who, campaign_id: int) -> dict[str, object] | None:
+    ctx = console(request)
+    scope = who.scope(Permission.REPORTS)
+    try:
+        report = campaigns.campaign_report(ctx.settings, campaign_id, scope=scope, db=ctx.engine)
+    except NotFoundError:
+        return None
+    counted = _counted(report.summary, report.recipients, scope.missions is None)
+    return {
+        "state": report.summary.state, "done": report.summary.state not in _UNDER_WAY,
+        "counts": {str(c["state"]): c["count"] for c in counted},
+        "total": counted[0]["total"] if counted else 0,
+    }  # fmt: skip
+
+
+@router.get("/campaigns/{campaign_id}/events")
+def campaign_events(request: Request, campaign_id: int) -> Response:
+    who = _who(request, Permission.REPORTS)
+    if not isinstance(who, Who):
+        return who
+    first = _progress(request, who, campaign_id)
+    if first is None:
+        return _refused(request, NO_CAMPAIGN, 404)
+
+    def stream() -> Iterator[str]:
+        until = time.monotonic() + STREAM_FOR.total_seconds()
+        sent: dict[str, object] | None = first
+        while sent is not None:
+            yield f"data: {json.dumps(sent, ensure_ascii=False)}\n\n"
+            if sent["done"] or time.monotonic() >= until:
+                return
+            time.sleep(EVERY)  # the pace of the stream itself, not a wait for a condition
+            sent = _progress(request, who, campaign_id)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/static/campaign.js")
+def campaign_script() -> Response:
+    return FileResponse(SCRIPT, media_type="text/javascript; charset=utf-8")
 
 
 # --- the recipients ledger --------------------------------------------------------------------
