@@ -8,8 +8,17 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -37,7 +46,7 @@ from newsletter.models import (
 from newsletter.scheduling import plans
 from newsletter.services import approvals, campaigns, issues, staff, subscribers
 from newsletter.testing.sink import LoopbackController
-from tests.conftest import Clock, Instance, load_sample, send_sample
+from tests.conftest import IN_CI, Clock, Instance, load_sample, send_sample
 
 PASSWORD = "correct horse battery staple"
 SLUG = "2020-01"
@@ -462,3 +471,125 @@ def test_a_real_send_after_approval_in_the_browser_reaches_each_subscriber_once(
     progress = json.loads(line.removeprefix("data: "))
     assert progress["done"] is True and progress["state"] == "finished"
     assert progress["counts"]["sent"] == progress["total"] == len(active)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+WIDTH = 360
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _browser_login(page: Any, url: str, email: str, secret: str) -> None:
+    page.goto(f"{url}/admin")
+    page.get_by_label("邮箱 Email").fill(email)
+    page.get_by_label("密码 Password").fill(PASSWORD)
+    page.get_by_role("button", name="登录 Log in").click()
+    page.wait_for_selector("h1:has-text('两步验证')")
+    page.get_by_label("验证码 Code").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="验证 Verify").click()
+    page.wait_for_selector("h1:has-text('首页')")
+
+
+def _fits(page: Any) -> None:
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= WIDTH, f"{page.url} is {width}px wide at {WIDTH}px"
+
+
+def test_in_chromium_an_editor_requests_a_publisher_approves_and_it_goes_out(
+    runner: CliRunner, instance: Instance, engine: Engine, smtp_server: LoopbackController
+) -> None:
+    """`newsletter run --admin` with its real sender: request (JavaScript off), approve and
+    watch it finish live (JavaScript on, the counts pushed by SSE), at 360 px."""
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import ViewportSize, sync_playwright
+
+    active = load_sample(runner, instance)
+    secrets = {}
+    for role in ("editor", "publisher"):
+        email, name, scope = ROLES[role]
+        secrets[role] = staff.add_staff(
+            instance.settings, email, role=name, scope=scope, password=PASSWORD,
+            actor=Actor.cli(), db=engine,
+        ).enrolment.totp_secret  # fmt: skip
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-c", "from newsletter.cli import main; main()",
+        "--config", str(instance.config), "run", "--admin", "--admin-port", str(port),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env |= {"NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP__HOST": "127.0.0.1",
+            "NEWSLETTER_SMTP__PORT": str(smtp_server.port)}  # fmt: skip
+    log = instance.dir / "run.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(f"{url}/admin/login"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                size: ViewportSize = {"width": WIDTH, "height": 720}
+                plain = browser.new_context(viewport=size, java_script_enabled=False)
+                page = plain.new_page()
+                _browser_login(page, url, ROLES["editor"][0], secrets["editor"])
+                page.goto(f"{url}/admin/campaigns/new?issue={SLUG}")
+                assert page.locator("html").get_attribute("lang") == "zh-CN"
+                _fits(page)
+                page.get_by_label("批准后立即发送 Now, once approved").check()
+                page.get_by_role("button", name="预览计划 Show the plans").click()
+                page.get_by_role("button", name="提交审批 Submit for approval").click()
+                page.wait_for_selector("h1:has-text('签发')")
+                assert f"#1 {SLUG}" in page.content()
+                # An editor may withdraw their request, never approve it.
+                assert page.get_by_role("button", name="撤回 Withdraw").count() == 1
+                assert page.get_by_role("button", name="批准 Approve").count() == 0
+                _fits(page)
+
+                live = browser.new_context(viewport=size, java_script_enabled=True)
+                watcher = live.new_page()
+                errors: list[str] = []
+                watcher.on(
+                    "console", lambda m: errors.append(m.text) if m.type == "error" else None
+                )
+                _browser_login(watcher, url, ROLES["publisher"][0], secrets["publisher"])
+                watcher.goto(f"{url}/admin/approvals")
+                watcher.get_by_label("意见 Comment").fill("同意发出 approved")
+                watcher.get_by_role("button", name="批准 Approve").click()
+                watcher.wait_for_selector("h1:has-text('发送')")
+                _fits(watcher)
+                # No reload: the stream moves the counts and the state to the end.
+                watcher.wait_for_selector("#campaign-state:has-text('finished')", timeout=60_000)
+                sent = watcher.locator("tr[data-state='sent'] .count").inner_text()
+                assert sent == f"{len(active)} / {len(active)}"
+                assert errors == []  # nothing refused by the CSP
+
+                # Without JavaScript the refresh link shows the same.
+                page.goto(watcher.url)
+                page.get_by_role("link", name="刷新 Refresh").click()
+                assert "finished" in page.locator("#campaign-state").inner_text()
+            finally:
+                browser.close()
+        assert sorted(m.rcpt for m in smtp_server.handler.received) == sorted(active)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, log.read_text()
