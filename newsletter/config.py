@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import secrets
 import textwrap
 import tomllib
@@ -101,6 +102,27 @@ class WebSettings(_Section):
                     f"{entry!r} is not an IP address or network such as 10.0.0.0/8"
                 ) from None
         return tuple(entry.strip() for entry in value)
+
+    allowed_domains: tuple[str, ...] = Field(
+        default=(),
+        examples=[("mfa.gov.cn",)],
+        description="Mail domains the sign-up form accepts (a subdomain counts as its domain); "
+        "empty: any. An address outside them gets the same answer as any other, and no mail.",
+    )
+    approval: Literal["none", "mission"] = Field(
+        default="none",
+        description='"mission": a confirmed web sign-up waits for a list manager or the '
+        "mission's liaison (`newsletter subscribers approve`) before any issue reaches it.",
+    )
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        domains = tuple(entry.strip().lower().lstrip("@").rstrip(".") for entry in value)
+        for entry, domain in zip(value, domains, strict=True):
+            if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", domain):
+                raise ValueError(f"{entry!r} is not a mail domain such as mfa.gov.cn")
+        return domains
 
 
 class ArchiveSettings(_Section):

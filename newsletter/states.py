@@ -27,18 +27,24 @@ class SubscriberStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    # Confirmed the address; a list manager or the mission's liaison has yet to let them in
+    # ([web] approval = "mission"). Not active: no issue reaches them.
+    AWAITING = "awaiting_approval"
 
 
 _S = SubscriberStatus
 # Moves anyone may ask for; reaching `active` from a departed state needs a fresh confirmation
 # (see `lifecycle.confirm`), never an import or a staff edit; `unbounce` alone undoes a mail
 # system's fault. UNSUBSCRIBED and COMPLAINED never lead to BOUNCED: the person's choice stands.
+# A confirmation reaches `awaiting_approval` instead of `active` when sign-ups need approval;
+# only `lifecycle.approve` leaves it for `active`, and a refusal (`reject`) ends it unsubscribed.
 ALLOWED: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
-    _S.PENDING: frozenset({_S.ACTIVE, _S.UNSUBSCRIBED, _S.BOUNCED, _S.COMPLAINED}),
+    _S.PENDING: frozenset({_S.ACTIVE, _S.AWAITING, _S.UNSUBSCRIBED, _S.BOUNCED, _S.COMPLAINED}),
     _S.ACTIVE: frozenset({_S.UNSUBSCRIBED, _S.BOUNCED, _S.COMPLAINED}),
-    _S.UNSUBSCRIBED: frozenset({_S.ACTIVE}),
-    _S.BOUNCED: frozenset({_S.ACTIVE, _S.UNSUBSCRIBED}),
-    _S.COMPLAINED: frozenset({_S.ACTIVE}),
+    _S.UNSUBSCRIBED: frozenset({_S.ACTIVE, _S.AWAITING}),
+    _S.BOUNCED: frozenset({_S.ACTIVE, _S.AWAITING, _S.UNSUBSCRIBED}),
+    _S.COMPLAINED: frozenset({_S.ACTIVE, _S.AWAITING}),
+    _S.AWAITING: frozenset({_S.ACTIVE, _S.UNSUBSCRIBED, _S.COMPLAINED}),
 }
 # A bounce is the mail system's verdict, never the person's: it may end only a subscription
 # that works or awaits confirmation. An unsubscribe, a complaint or an erasure stands.

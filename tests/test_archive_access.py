@@ -284,6 +284,7 @@ def test_the_demo_serves_a_subscribers_archive_that_opens_from_its_digests(
     instance = Instance(demo, demo / "newsletter.toml")
     settings = instance.settings
     assert settings.archive.visibility == "subscribers"
+    assert settings.web.allowed_domains == ("example.org", "example.com")
     with TestClient(create_app(settings)) as client:
         assert client.get("/archive/2020-01").status_code == 403
         checked = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -77,6 +78,9 @@ def next_steps(config: Path) -> list[str]:
     ]
 
 
+DEMO_DOMAINS = ["example.org", "example.com"]  # the sample lists' addresses
+
+
 @app.command()
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo instance.")] = Path(
@@ -97,7 +101,11 @@ def demo(
     demo_folder.clear(dir, force=force)
     demo_folder.mark(dir)
     config = dir / "newsletter.toml"
-    write_output(config, sample_config())
+    # The demo's sign-up form takes the sample lists' domains (their missions' subdomains too).
+    toml = sample_config().replace(
+        '# allowed_domains = ["mfa.gov.cn"]', f"allowed_domains = {json.dumps(DEMO_DOMAINS)}"
+    )
+    write_output(config, toml)
     settings = load_settings(config)
     if smtp:
         settings = settings.overridden({"transport": "smtp", "smtp.host": host, "smtp.port": port})

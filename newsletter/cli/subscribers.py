@@ -1,4 +1,4 @@
-"""`subscribers import|export|list|add|show|remove|unsuppress|handover`."""
+"""`subscribers import|export|list|add|show|remove|unsuppress|handover|edit|pending|approve|reject`."""
 
 from __future__ import annotations
 
@@ -378,3 +378,65 @@ def subscribers_edit(
         print_json(change.as_dict())
         return
     note(f"{change.email}: {change.described} (was {change.before})")
+
+
+@subscribers_app.command("pending")
+def subscribers_pending(
+    ctx: typer.Context,
+    embassy: EmbassyFilter = None,
+    older_than: Annotated[
+        int | None,
+        typer.Option("--older-than", metavar="DAYS", help="Only those waiting DAYS or more."),
+    ] = None,
+    config: ConfigOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Confirmed web sign-ups awaiting approval ([web] approval = "mission"), longest first."""
+    waiting = service.pending_approvals(
+        settings_for(ctx, config), scope=EVERYWHERE, embassy=embassy, older_than_days=older_than
+    )
+    if json_:
+        print_json([{**asdict(a), "sectors": list(a.sectors)} for a in waiting])
+        return
+    table = Table("email", "name", "embassy", "lang", "waiting since", "days")
+    for a in waiting:
+        table.add_row(
+            a.email, a.name, a.embassy, a.language, f"{a.waiting_since:%Y-%m-%d %H:%M}",
+            str(a.days_waiting),
+        )  # fmt: skip
+    out.print(table)
+    note(
+        f"{len(waiting)} awaiting approval"
+        + (f" for {older_than} days or more" if older_than is not None else "")
+        + ("; `newsletter subscribers approve EMAIL` lets one in" if waiting else "")
+    )
+
+
+@subscribers_app.command("approve")
+def subscribers_approve(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address awaiting approval.")],
+    config: ConfigOption = None,
+) -> None:
+    """Let a confirmed sign-up in: the next issues reach them (audited)."""
+    details, changed = service.approve_signup(
+        settings_for(ctx, config), email, actor=Actor.cli(), scope=EVERYWHERE
+    )
+    note(
+        f"{details.email} ({details.embassy}) "
+        + ("approved" if changed else "was approved already")
+    )
+
+
+@subscribers_app.command("reject")
+def subscribers_reject(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address awaiting approval.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Refuse a confirmed sign-up: it ends unsubscribed, the reason audited; no mail is sent."""
+    details = service.reject_signup(
+        settings_for(ctx, config), email, actor=Actor.cli(), scope=EVERYWHERE, reason=reason
+    )
+    note(f"{details.email} ({details.embassy}) rejected; they receive nothing")

@@ -569,3 +569,86 @@ def send_subscription_mail(settings: Settings, requests: Sequence[MailRequest]) 
         MailResult(request, 200 <= reply.code < 300, str(reply))
         for request, reply in zip(requests, replies, strict=True)
     ]
+
+
+# --- approval of web sign-ups ([web] approval = "mission") -------------------------------------
+
+
+@dataclass(frozen=True)
+class AwaitingApproval:
+    """A confirmed web sign-up a list manager or the mission's liaison has yet to decide on."""
+
+    email: str
+    name: str
+    embassy: str
+    language: str
+    sectors: tuple[str, ...]
+    waiting_since: dt.datetime
+    days_waiting: int
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite keeps no zone
+
+
+def pending_approvals(
+    settings: Settings,
+    *,
+    scope: Scope,
+    embassy: str | None = None,
+    older_than_days: int | None = None,
+    now: dt.datetime | None = None,
+    db: Engine | None = None,
+) -> list[AwaitingApproval]:
+    """Sign-ups awaiting approval in the actor's missions, longest waiting first.
+
+    `older_than_days`: only those waiting at least that many days (the reminder list).
+    """
+    if older_than_days is not None and older_than_days < 0:
+        raise NewsletterError(f"--older-than {older_than_days}: give a number of days, 0 or more")
+    if embassy and not scope.allows(embassy):
+        raise NotFoundError("embassy", embassy, "see `newsletter embassies list`")
+    at = now or utcnow()
+    with unit_of_work(settings, db, commit=False) as session:
+        store.check_filters(session, embassy=embassy, sector=None)
+        views = store.list_views(session, embassy=embassy, status=SubscriberStatus.AWAITING.value)
+        views = [v for v in views if scope.allows(v.embassy)]
+        # A queue of a few people: one lookup each for when they began to wait.
+        waiting = {v.email: store.find(session, v.email).status_changed_at for v in views}
+    found = []
+    for view in views:
+        since = _aware(waiting[view.email])
+        days = (at - since).days
+        if older_than_days is not None and days < older_than_days:
+            continue
+        found.append(AwaitingApproval(
+            email=view.email, name=view.name, embassy=view.embassy, language=view.language,
+            sectors=view.sectors, waiting_since=since, days_waiting=days,
+        ))  # fmt: skip
+    return sorted(found, key=lambda a: (a.waiting_since, a.email))
+
+
+def approve_signup(
+    settings: Settings, email: str, *, actor: Actor, scope: Scope, db: Engine | None = None
+) -> tuple[SubscriberDetails, bool]:
+    """Let a confirmed sign-up in: from now on the issues reach them; (details, changed)."""
+    with unit_of_work(settings, db) as session:
+        subscriber = _find(session, email, scope)
+        changed = lifecycle.approve(session, subscriber, actor=actor)
+        return _details(session, subscriber, history=False), changed
+
+
+def reject_signup(
+    settings: Settings,
+    email: str,
+    *,
+    actor: Actor,
+    scope: Scope,
+    reason: str = "",
+    db: Engine | None = None,
+) -> SubscriberDetails:
+    """Refuse a confirmed sign-up: it ends unsubscribed, the reason in the audit trail."""
+    with unit_of_work(settings, db) as session:
+        subscriber = _find(session, email, scope)
+        lifecycle.reject(session, subscriber, actor=actor, reason=reason)
+        return _details(session, subscriber, history=False)

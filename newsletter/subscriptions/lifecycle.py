@@ -1,4 +1,5 @@
-"""Lifecycle: pending -> active -> unsubscribed | bounced | complained, each step audited."""
+"""Lifecycle: pending -> [awaiting_approval ->] active -> unsubscribed | bounced | complained,
+each step audited."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class UnbounceError(NewsletterError, ValueError):
 
 class PreferencesError(NewsletterError, ValueError):
     """Chosen sectors or language are not offered."""
+
+
+class ApprovalError(NewsletterError, ValueError):
+    """Only a sign-up awaiting approval can be approved or rejected."""
 
 
 def change(
@@ -138,20 +143,50 @@ def check_confirmable(subscriber: Subscriber, claim: Claim) -> None:
     """
     if suppression.is_erased(subscriber):
         raise InvalidToken
-    if subscriber.status in (S.PENDING, S.ACTIVE):
+    if subscriber.status in (S.PENDING, S.ACTIVE, S.AWAITING):
         return
     changed = subscriber.status_changed_at.replace(microsecond=0)
     if claim.issued is None or claim.issued < changed:
         raise InvalidToken
 
 
-def confirm(session: Session, subscriber: Subscriber, claim: Claim, *, actor: Actor) -> bool:
-    """Confirm (or, after leaving, renew) a subscription; False when it was already active."""
+def confirm(
+    session: Session, subscriber: Subscriber, claim: Claim, *, actor: Actor, approval: bool = False
+) -> bool:
+    """Confirm (or, after leaving, renew) a subscription; False when it was already confirmed.
+
+    With `approval` the confirmed subscription awaits a list manager's `approve`.
+    """
     check_confirmable(subscriber, claim)
-    if subscriber.status == S.ACTIVE:
+    if subscriber.status in (S.ACTIVE, S.AWAITING):
         return False
     detail = "confirmed" if subscriber.status == S.PENDING else "subscribed again"
-    return change(session, subscriber, S.ACTIVE, actor=actor, detail=detail)
+    to = S.AWAITING if approval else S.ACTIVE
+    return change(session, subscriber, to, actor=actor, detail=detail)
+
+
+def _awaiting(subscriber: Subscriber, verb: str) -> None:
+    if subscriber.status != S.AWAITING or suppression.is_erased(subscriber):
+        raise ApprovalError(
+            f"{subscriber.email} is {subscriber.status}, not awaiting approval: only a confirmed "
+            f"web sign-up can be {verb}; see `newsletter subscribers pending`"
+        )
+
+
+def approve(session: Session, subscriber: Subscriber, *, actor: Actor) -> bool:
+    """Let a confirmed sign-up in (no commit); False when it was approved already."""
+    if subscriber.status == S.ACTIVE:
+        return False
+    _awaiting(subscriber, "approved")
+    return change(session, subscriber, S.ACTIVE, actor=actor, detail="sign-up approved")
+
+
+def reject(session: Session, subscriber: Subscriber, *, actor: Actor, reason: str = "") -> bool:
+    """Refuse a confirmed sign-up (no commit): it ends unsubscribed, with the reason audited."""
+    _awaiting(subscriber, "rejected")
+    why = " ".join(reason.split())
+    detail = f"sign-up rejected: {why}" if why else "sign-up rejected"
+    return change(session, subscriber, S.UNSUBSCRIBED, actor=actor, detail=detail)
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, actor: Actor) -> bool:

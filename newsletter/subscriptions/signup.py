@@ -64,15 +64,32 @@ def check_form(
     return SignupForm(address, name.strip(), embassy, codes, language), {}
 
 
+def domain_allowed(address: str, allowed: Collection[str]) -> bool:
+    """Whether `[web] allowed_domains` lets this (normalised) address in; a subdomain of an
+    allowed domain counts as it (de.mfa.gov.cn under mfa.gov.cn). Nothing allowed: all are."""
+    if not allowed:
+        return True
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return any(domain == d or domain.endswith(f".{d}") for d in allowed)
+
+
 def request_signup(
-    session: Session, secret: bytes, form: SignupForm, *, actor: Actor
+    session: Session,
+    secret: bytes,
+    form: SignupForm,
+    *,
+    actor: Actor,
+    allowed_domains: Collection[str] = (),
 ) -> MailRequest | None:
     """Record a sign-up and say what to mail (no commit). None: say nothing, send nothing.
 
-    The caller answers the same whatever this returns, so the page reveals nothing. An existing
-    subscriber's stored details are never changed here: whoever filled in the form may not own
-    the address, and the owner can change them through the link the mail carries.
+    The caller answers the same whatever this returns, so the page reveals nothing: not which
+    domains are allowed, nor whether the address is known. An existing subscriber's stored
+    details are never changed here: whoever filled in the form may not own the address, and the
+    owner can change them through the link the mail carries.
     """
+    if not domain_allowed(form.email, allowed_domains):
+        return None  # nothing stored either: an outsider's address is not ours to keep
     if suppression.is_suppressed(session, secret, form.email):
         return None
     existing = store.by_address(session, form.email)
@@ -87,6 +104,8 @@ def request_signup(
         return MailRequest.about(MailKind.CONFIRM, created)
     if existing.status == SubscriberStatus.ACTIVE:
         return MailRequest.about(MailKind.ALREADY, existing)
+    if existing.status == SubscriberStatus.AWAITING:
+        return None  # confirmed already; the mission's answer is what they wait for
     store.audit(
         session, existing, "confirmation-sent", old=str(existing.status), actor=actor.label,
         via=actor.via, detail="subscribe form used again",

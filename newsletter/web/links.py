@@ -39,10 +39,11 @@ def confirm_page(token: str, request: Request, web: Web, db: Db) -> HTMLResponse
         db, web.secret, token, Purpose.CONFIRM, now=web.clock()
     )
     lifecycle.check_confirmable(subscriber, claim)
-    if subscriber.status == SubscriberStatus.ACTIVE:  # the link opened again: nothing to do
+    confirmed = (SubscriberStatus.ACTIVE, SubscriberStatus.AWAITING)
+    if subscriber.status in confirmed:  # the link opened again: nothing to do
         return page(
             web, request, "confirm.html.j2", done=False, already=True,
-            links=_links(web, subscriber),
+            awaiting=subscriber.status == SubscriberStatus.AWAITING, links=_links(web, subscriber),
         )  # fmt: skip
     return page(web, request, "confirm.html.j2", form="confirm", done=False, already=False)
 
@@ -55,11 +56,14 @@ def confirm(
     subscriber, claim = lifecycle.from_token(
         db, web.secret, token, Purpose.CONFIRM, now=web.clock()
     )
-    changed = lifecycle.confirm(db, subscriber, claim, actor=Actor("subscriber", "link"))
+    approval = web.settings.web.approval == "mission"
+    changed = lifecycle.confirm(
+        db, subscriber, claim, actor=Actor("subscriber", "link"), approval=approval
+    )
     db.commit()
     return page(
         web, request, "confirm.html.j2", done=changed, already=not changed,
-        links=_links(web, subscriber),
+        awaiting=subscriber.status == SubscriberStatus.AWAITING, links=_links(web, subscriber),
     )  # fmt: skip
 
 

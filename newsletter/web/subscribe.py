@@ -76,7 +76,10 @@ def subscribe(
         return _form_page(web, request, db, values=values, problems=problems, status=400)
     # Over the per-address limit the answer is the same; only the mail is not sent again.
     if web.per_address.hit(form.email, web.clock()).allowed:
-        mail = request_signup(db, web.secret, form, actor=Actor("subscriber", "web"))
+        mail = request_signup(
+            db, web.secret, form, actor=Actor("subscriber", "web"),
+            allowed_domains=web.settings.web.allowed_domains,
+        )  # fmt: skip
         db.commit()  # the request's one unit of work, before any mail names it
         if mail is not None:
             background.add_task(web.send, mail)
