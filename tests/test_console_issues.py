@@ -734,3 +734,33 @@ def test_an_editor_imports_the_seed_and_previews_it_as_a_berlin_reader_at_360_px
 def _fits(page: Any, what: str) -> None:
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 360, f"{what} is {width}px wide at 360px"
+
+
+def test_the_size_warns_near_gmails_clip_and_names_the_bodies_cut_to_stay_under(
+    login: Login, tmp_path: Path
+) -> None:
+    editor = login("editor")
+    text = sample_issue_path().read_text(encoding="utf-8")
+    sizes: dict[str, str] = {}
+    for number, paragraphs in ((1, 0), (2, 100), (3, 400)):
+        # Each paragraph some 570 bytes of HTML: 100 take the digest near the clip, 400 past it.
+        body = "\\n\\n".join(["科技创新合作持续推进，" * 17] * paragraphs)
+        issue = text.replace("number: 1\n", f"number: {number}\n", 1)
+        if paragraphs:
+            long = f'  - id: long\n    section: focus\n    title: 长文\n    body: "{body}"\n'
+            issue = issue.replace("items:\n", f"items:\n{long}    always: true\n", 1)
+        path = tmp_path / f"{number}.yaml"
+        path.write_text(issue, encoding="utf-8")
+        assert upload(editor, path).status_code == 303
+        page = editor.get(f"/admin/issues/2020-{number:02d}/preview").text
+        found = re.search(
+            r'<p class="size[^"]*">.*?</p>(\s*<p class="size warn">.*?</p>)?', page, re.S
+        )
+        assert found, page
+        sizes[f"2020-{number:02d}"] = found.group(0)
+    assert "warn" not in sizes["2020-01"] and "/ 102 KB（Gmail" in sizes["2020-01"]
+    assert 'class="size warn"' in sizes["2020-02"] and "Near Gmail's clip" in sizes["2020-02"]
+    assert "Shortened to stay under the clip" not in sizes["2020-02"]
+    cut = sizes["2020-03"]
+    assert "Near Gmail's clip" in cut and "Over Gmail's clip" not in cut, sizes
+    assert "Shortened to stay under the clip</span>：<code>long</code>" in cut

@@ -27,14 +27,16 @@ from newsletter.delivery.compose import (
     tailored,
 )
 from newsletter.errors import NewsletterError, NotFoundError
+from newsletter.render.digest import HTML_LIMIT
 from newsletter.services.sending import Decision, recipient_data
 from newsletter.services.subscribers import list_subscribers
 from newsletter.services.units import database, unit_of_work
 from newsletter.subscriptions.lists import LANGUAGES
 from newsletter.tailor import Selection
 
-# Gmail shows "[Message clipped]" past about 102 KB of a message's HTML.
-GMAIL_CLIP = 102 * 1024
+# Gmail shows "[Message clipped]" past about 102 KB of a message's HTML; the renderer cuts long
+# bodies to stay under the same figure, so the preview measures against it too.
+GMAIL_CLIP = HTML_LIMIT
 # Within this share of the clip, the preview warns before it is reached.
 NEAR_CLIP = 0.9
 PREVIEW_TO = "reader@preview.invalid"  # a synthetic audience has no address: one that goes nowhere
@@ -67,6 +69,7 @@ class Rendering:
     headers: tuple[tuple[str, str], ...]
     eml: bytes
     decisions: tuple[Decision, ...]
+    cut_items: tuple[str, ...] = ()  # bodies the renderer shortened to stay under the clip
 
     @property
     def html_size(self) -> int:
@@ -143,7 +146,7 @@ def render_preview(
         mission_defaults=not recipient.sectors and bool(selection.interests),
         subject=personal.subject, html=personal.html, text=personal.text,
         headers=tuple((name, str(value)) for name, value in parsed.items()), eml=eml,
-        decisions=_decisions(selection),
+        decisions=_decisions(selection), cut_items=tuple(personal.cut_items),
     )  # fmt: skip
 
 
