@@ -23,6 +23,7 @@ from newsletter import credentials
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
 from newsletter.console import create_admin_app
+from newsletter.console.security import CSP
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.db import make_engine
 from newsletter.models import AdminEvent, Delivery, IssueRecord, ItemRecord
@@ -764,3 +765,23 @@ def test_the_size_warns_near_gmails_clip_and_names_the_bodies_cut_to_stay_under(
     cut = sizes["2020-03"]
     assert "Near Gmail's clip" in cut and "Over Gmail's clip" not in cut, sizes
     assert "Shortened to stay under the clip</span>：<code>long</code>" in cut
+
+
+def test_the_pages_need_nothing_inline_and_say_their_language(login: Login, lists: None) -> None:
+    editor = login("editor")
+    assert import_seed(editor).status_code == 303
+    for path in (
+        "/admin/issues", "/admin/issues/import", "/admin/issues/2020-01",
+        f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}",
+        f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}&tab=text",
+        f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}&tab=headers",
+    ):  # fmt: skip
+        page = editor.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["content-security-policy"] == CSP
+        assert '<html lang="zh-CN">' in page.text
+        # The digest inside srcdoc is escaped into the attribute: no markup of the console's own.
+        for inline in ("<script", "<style", ' style="', " onclick="):
+            assert inline not in page.text, (path, inline)
+        for label in re.findall(r'<label for="([^"]+)"', page.text):
+            assert f'id="{label}"' in page.text, (path, label)
