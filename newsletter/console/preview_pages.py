@@ -17,7 +17,7 @@ from starlette.responses import Response
 from newsletter import roles
 from newsletter.console.access import allowed, refused, signed_in
 from newsletter.console.context import console, see_other
-from newsletter.errors import ContentError, DeliveryError, NewsletterError, NotFoundError
+from newsletter.errors import DeliveryError, NewsletterError, NotFoundError
 from newsletter.roles import Access, Permission
 from newsletter.services import previews, test_sends
 from newsletter.services.logins import Who
@@ -86,7 +86,7 @@ def preview(
         if exc.kind == "issue":
             return refused(request, NO_ISSUE, 404)
         error, status = (NOBODY if exc.kind == "subscriber" else str(exc)), 404
-    except (ContentError, NewsletterError) as exc:
+    except NewsletterError as exc:  # a stored issue that no longer loads, a bad audience
         error, status = str(exc), 422
     values = {
         "who": who, "slug": slug, "rendering": rendering, "error": error,
