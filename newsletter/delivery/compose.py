@@ -160,13 +160,22 @@ def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, Rend
     return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences, reader))
 
 
+def from_name(ctx: IssueContext, language: str) -> str:
+    """The From display name: English readers get the publication's English name beside the
+    Chinese one, when [sender] name is the publication's (as by default)."""
+    name, issue = ctx.mail.sender.name, ctx.issue
+    if language != "zh" and issue.title_en and name.strip() == issue.publication:
+        return f"{name.strip()} {issue.title_en}"
+    return name
+
+
 def _prepared(ctx: IssueContext, key: str, digest: RenderedDigest) -> PreparedDigest:
     sender = ctx.mail.sender
     return ctx.prepared.get_or_render(
         key,
         lambda: prepare(
             digest,
-            from_name=sender.name,
+            from_name=from_name(ctx, digest.language),
             from_address=sender.address,
             list_id=ctx.mail.list_id_header,
             reply_to=sender.reply_to,
@@ -190,7 +199,7 @@ def marked_profile(ctx: IssueContext, recipient: RecipientData, prefix: str) -> 
     marked = replace(digest, subject=f"{prefix} {digest.subject}")
     sender = ctx.mail.sender
     prepared = prepare(
-        marked, from_name=sender.name, from_address=sender.address,
+        marked, from_name=from_name(ctx, digest.language), from_address=sender.address,
         list_id=ctx.mail.list_id_header, reply_to=sender.reply_to,
     )  # fmt: skip
     return Profile(key, marked, prepared)
@@ -225,7 +234,7 @@ def personal_message(
     to = addresses.wire(recipient.email)
     envelope = Envelope(
         from_address=mail.sender.address,
-        from_name=mail.sender.name,
+        from_name=from_name(ctx, profile.digest.language),
         to_address=to,
         to_name=recipient.name,
         message_id=(

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import jinja2
+from markupsafe import Markup
 
 from newsletter.content.model import Issue
-from newsletter.render import markdown
+from newsletter.render import markdown, textwrap_cjk
 from newsletter.render.environment import (
     TemplateRenderError,
     compile_mjml,
@@ -37,6 +38,13 @@ FONT_STACK = (
     "PingFang SC, Hiragino Sans GB, Microsoft YaHei, Noto Sans CJK SC, "
     "Source Han Sans SC, Helvetica Neue, Arial, sans-serif"
 )
+# Outlook for Windows renders with Word, which ignores the stack and falls back to Times New
+# Roman (and SimSun for Chinese) unless an mso-only rule names one font it has.
+OUTLOOK_FONT = "Microsoft YaHei"
+# Zero-width characters and no-break spaces after the preheader fill the inbox snippet, so the
+# masthead and the greeting do not follow the preheader into it.
+PREHEADER_PAD = "\u034f\u200c\u00a0" * 90
+TEXT_WIDTH = 72  # display columns of the text part; CJK characters count two
 
 # Fixed ASCII tokens: Jinja autoescape and MJML both pass them through unchanged.
 GREETING = "%%GREETING%%"
@@ -57,17 +65,19 @@ _SLACK = 2_000  # bytes cut beyond the measured excess, so one more render usual
 @dataclass(frozen=True)
 class DigestLinks:
     base_url: str  # e.g. "https://newsletter.example.org"
-
     read_token: bool = False  # a subscribers-only archive: each link carries the reader's token
 
-    def archive(self, issue: Issue) -> str:
-        url = archive_url(self.base_url, issue.slug)
+    def archive(self, issue: Issue, language: str = "zh") -> str:
+        url = archive_url(self.base_url, issue.slug, language)
         return f"{url}{'&' if '?' in url else '?'}r={READ_TOKEN}" if self.read_token else url
 
 
 @dataclass(frozen=True)
 class RenderedDigest:
-    """A profile's digest; `html` and `text` hold the PLACEHOLDERS until `personalise`."""
+    """A profile's digest; `html` and `text` hold the PLACEHOLDERS until `personalise`.
+
+    `text` is the text part as it goes on the wire: CRLF line ends, wrapped at TEXT_WIDTH columns.
+    """
 
     subject: str
     html: str
@@ -88,6 +98,14 @@ class Recipient:
 def one_line(text: str) -> str:
     """Whitespace and control characters collapsed: safe for a header and for a preheader."""
     return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def language_marks(language: str) -> dict[str, object]:
+    """The document's `lang`, and the attribute for text in the other language: the items stay
+    Chinese in an English digest, so screen readers and fonts must be told where they are."""
+    if language == "zh":
+        return {"html_lang": "zh-CN", "zh_lang": Markup(""), "en_lang": Markup(' lang="en"')}
+    return {"html_lang": language, "zh_lang": Markup(' lang="zh-CN"'), "en_lang": Markup("")}
 
 
 def _preheader(groups: tuple[GroupView, ...]) -> str:
@@ -115,7 +133,7 @@ def _context(
     links: DigestLinks,
     bodies: Mapping[str, str],
 ) -> dict[str, object]:
-    web = links.archive(issue)
+    web = links.archive(issue, chrome.language)
     included = set(selection.included)
     groups = group_items(issue, included, web=web, bodies=bodies, sectors=sectors, chrome=chrome)
     names = [sector_name(code, sectors, chrome) for code in selection.matched_sectors]
@@ -144,6 +162,9 @@ def _context(
         "disclaimer": disclaimer_text(issue),
         "preheader": _preheader(groups),
         "font_stack": FONT_STACK,
+        "outlook_font": OUTLOOK_FONT,
+        "preheader_pad": PREHEADER_PAD,
+        **language_marks(chrome.language),
         "greeting": GREETING,
         "unsubscribe_url": UNSUBSCRIBE_URL,
         "preferences_url": PREFERENCES_URL,
@@ -205,9 +226,23 @@ def render_digest(
     )
 
 
+# The placeholders are never split; the signed links are always longer than a line, so measured
+# so each gets a line of its own rather than following its label past the width once spliced in.
+_TEXT = textwrap_cjk.Wrapper(
+    TEXT_WIDTH,
+    atoms={
+        **{token: len(token) for token in PLACEHOLDERS},
+        UNSUBSCRIBE_URL: TEXT_WIDTH,
+        PREFERENCES_URL: TEXT_WIDTH,
+    },
+)
+
+
 def _tidy_text(text: str) -> str:
+    """Blank-line runs closed up, wrapped for reading, CRLF as RFC 5322 wants on the wire."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+    tidy = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+    return _TEXT.text(tidy).replace("\n", "\r\n") + "\r\n"
 
 
 def _greeting(name: str, language: str) -> str:

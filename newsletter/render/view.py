@@ -52,8 +52,10 @@ class LinkView:
     url: str
 
 
-def archive_url(base_url: str, slug: str) -> str:
-    return f"{base_url.rstrip('/')}/archive/{slug}"
+def archive_url(base_url: str, slug: str, language: str = "zh") -> str:
+    """The web version; English readers get its English chrome (Chinese is the page's default)."""
+    query = "" if language == "zh" else f"?lang={language}"
+    return f"{base_url.rstrip('/')}/archive/{slug}{query}"
 
 
 def disclaimer_text(issue: Issue) -> str:

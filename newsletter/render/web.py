@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import jinja2
 
 from newsletter.content.model import Issue
-from newsletter.render.digest import DigestLinks
+from newsletter.render.digest import DigestLinks, language_marks
 from newsletter.render.environment import render_template
 from newsletter.render.labels import chrome_for
 from newsletter.render.view import disclaimer_text, group_items
@@ -23,7 +23,7 @@ def render_issue_page(
     language: str = "zh",
 ) -> str:
     chrome = chrome_for(language)
-    web = links.archive(issue)
+    web = links.archive(issue, language)
     every = {item.id for item in issue.items}
     groups = group_items(issue, every, web=web, bodies={}, sectors=sectors, chrome=chrome)
     context = {
@@ -34,5 +34,6 @@ def render_issue_page(
         "groups": groups,
         "web": web,
         "disclaimer": disclaimer_text(issue),
+        **language_marks(language),
     }
     return render_template(env, "web/issue.html.j2", context)
