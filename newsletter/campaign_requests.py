@@ -43,7 +43,8 @@ class RequestState(StrEnum):
 
 OPEN = (RequestState.REQUESTED, RequestState.APPROVED)
 # The audit actions that store an issue's text: who did one last is the issue's last editor.
-EDIT_ACTIONS = ("issue.import", "issue.edit")
+# `issue.edited` is what `services.issues.save_issue_yaml` records; the others name imports.
+EDIT_ACTIONS = ("issue.edited", "issue.imported", "issue.import", "issue.edit")
 # A campaign this far along is not cancelled by an edit: nothing more of it would go out.
 _CANCELLABLE = (CampaignState.READY, CampaignState.SCHEDULED, CampaignState.SENDING,
                 CampaignState.PAUSED)  # fmt: skip

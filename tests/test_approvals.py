@@ -15,7 +15,7 @@ from newsletter.actors import Actor, Scope
 from newsletter.content.issue_intake import sample_issue_path
 from newsletter.models import AdminEvent
 from newsletter.scheduling import plans
-from newsletter.services import approvals, audit, campaigns, issues, scheduling
+from newsletter.services import approvals, campaigns, issues, scheduling
 from newsletter.services.approvals import RequestStateError, SignOffError
 from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, cli, database, fails, load_sample, send_sample
@@ -102,9 +102,11 @@ def test_the_requester_cannot_approve_their_own_and_an_admin_override_is_audited
 
 def test_the_issues_last_editor_cannot_approve(instance: Instance, sample: set[str]) -> None:
     settings = instance.settings
-    with database(instance) as engine, Session(engine) as session:
-        audit.record(session, PUBLISHER, "issue.edit", target=f"issue:{SLUG}")
-        session.commit()
+    # The publisher corrects the issue in its YAML editor (the console's edit service)…
+    source = sample_issue_path().read_text(encoding="utf-8")
+    edited = source.replace("title_en: China S&T Innovation Express", "title_en: Corrected")
+    issues.save_issue_yaml(settings, SLUG, edited, actor=PUBLISHER)
+    # …then the editor asks for it to be sent: the publisher may not sign off their own text.
     made = approvals.request_campaign(
         settings, SLUG, approvals.schedule_spec(settings, now=True), actor=EDITOR
     )

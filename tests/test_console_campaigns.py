@@ -167,6 +167,10 @@ def test_the_wizard_shows_the_audience_and_plans_before_anything_is_saved(
     subscribers.unsubscribe_on_request(
         settings, gone, reason="asked by phone", actor=Actor.cli(), scope=Scope.all()
     )
+    # The approvals page is where an editor starts: pick the issue, then the wizard.
+    start = editor.get("/admin/approvals")
+    assert 'action="/admin/campaigns/new"' in start.text
+    assert f'<option value="{SLUG}">{SLUG}</option>' in start.text
     page = editor.get("/admin/campaigns/new", params={"issue": SLUG})
     assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
     assert '收件人 <span lang="en">Audience</span>' in page.text

@@ -32,6 +32,7 @@ from newsletter.services import (
     approvals,
     campaign_desk,
     campaigns,
+    issues,
     logins,
     scheduling,
     send_plans,
@@ -217,6 +218,9 @@ def _queue(request: Request, who: Who, *, error: str = "", status: int = 200) ->
         "labels": REQUEST_LABELS, "may_approve": who.can(Permission.APPROVE_CAMPAIGN),
         "may_override": who.can(Permission.ADMINISTER),
         "stepped_up": who.stepped_up(ctx.clock()), "me": who.actor.label,
+        "may_request": who.can(Permission.REQUEST_CAMPAIGN),
+        "issues": [i.slug for i in issues.list_summaries(ctx.settings, db=ctx.engine)
+                   if i.items is not None],
     }  # fmt: skip
     return ctx.page(request, "approvals.html.j2", values, form="approvals",
                     session=who.session_id, status=status)  # fmt: skip
