@@ -265,6 +265,45 @@ class AdminSettings(_Section):
         return WebSettings._networks(value)
 
 
+class InboxSettings(_Section):
+    """The mailbox mail comes back to: bounces, complaints, mailto unsubscribes (`inbox fetch`)."""
+
+    bounce_domain: str = Field(
+        default="",
+        description="Return-path domain: each digest's envelope sender becomes "
+        "bounce+<signed delivery token>@this domain, so a bounce names its ledger row (empty: "
+        "the From address). Its MX must deliver to the mailbox below.",
+    )
+    host: str = Field(default="", description="IMAP server (empty: `inbox fetch` is off).")
+    port: int = Field(default=993, ge=0, le=65535, description="IMAP port.")
+    security: Literal["ssl", "starttls", "none"] = Field(
+        default="ssl", description='"ssl" (port 993), "starttls" (143) or "none" (loopback only).'
+    )
+    username: str = Field(default="", description="IMAP login.")
+    password: str = Field(default="", description="Password for the login.")
+    folder: str = Field(default="INBOX", description="The folder read.")
+    done_folder: str = Field(
+        default="",
+        description="Folder the mail acted on is moved to (empty: it stays, flagged as read); "
+        "mail left for a person always stays, unread.",
+    )
+    fetch_minutes: float = Field(
+        default=10.0, ge=0, description="How often `newsletter run` fetches (0: never)."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for each reply.")
+    validate_certs: bool = Field(
+        default=True, description="Check the server's TLS certificate and host name."
+    )
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        domain = value.strip().lower().rstrip(".")
+        if domain and (not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", domain)):
+            raise ValueError(f"{value!r} is not a domain name, such as bounces.example.org")
+        return domain
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "sender": SenderSettings,
     "smtp": SmtpSettings,
@@ -274,6 +313,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "delivery": DeliverySettings,
     "schedule": ScheduleSettings,
     "admin": AdminSettings,
+    "inbox": InboxSettings,
 }
 
 
@@ -327,6 +367,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     admin: AdminSettings = AdminSettings()
+    inbox: InboxSettings = InboxSettings()
     # Where relative paths in the file are resolved: the folder holding the config file (set
     # by `load_settings`, so not written into the sample).
     base_dir: str = "."

@@ -10,15 +10,18 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from newsletter.actors import Actor
 from newsletter.config import Settings
 from newsletter.db import Engine, Session, database_problem, describe, is_sqlite
 from newsletter.delivery.engine import SendReport
 from newsletter.delivery.locks import SenderBusyError, SenderLock
 from newsletter.delivery.transports import Transport
+from newsletter.errors import NewsletterError
 from newsletter.models import utcnow
 from newsletter.scheduling import jobs
 from newsletter.scheduling.digests import record_received
 from newsletter.scheduling.leader_lock import SchedulerLock
+from newsletter.services import inbox
 from newsletter.services.worker import (
     Backoff,
     Worker,
@@ -100,6 +103,8 @@ class Daemon:
             group.create_task(self._watch_stop())
             group.create_task(self._lead())
             group.create_task(self._send())
+            if self.settings.inbox.host and self.settings.inbox.fetch_minutes > 0:
+                group.create_task(self._fetch_inbox())
             for server in (self.web, self.admin):
                 if server is not None:
                     group.create_task(server.serve())
@@ -216,6 +221,29 @@ class Daemon:
             handled = await worker.attempt()
             if handled == 0:
                 await self._nap(self.settings.delivery.poll_seconds)
+
+    async def _fetch_inbox(self) -> None:
+        """`inbox fetch` every [inbox] fetch_minutes, by the process that fires the jobs (two
+        readers of one mailbox would only find each other's work done, but need not try)."""
+        every = self.settings.inbox.fetch_minutes * 60
+        while not self.stop.is_set():
+            await self.leading.wait()
+            if self.stop.is_set():
+                return
+            try:
+                report = await asyncio.to_thread(
+                    inbox.fetch_inbox, self.settings, actor=Actor.system("run", "inbox"), db=self.db
+                )
+                if report.messages:
+                    counts = ", ".join(
+                        f"{n} {k.replace('_', ' ')}" for k, n in report.summary.items() if n
+                    )
+                    self.say(f"inbox: {counts}")
+            except Exception as exc:
+                if not isinstance(exc, NewsletterError) and database_problem(exc) is None:
+                    raise
+                self.say(f"inbox: {one_line(exc)}; fetching again in {every:g} s")
+            await self._sleep(every)
 
     def reported(self, report: SendReport) -> None:
         """After each campaign round: say what was sent, and write the items ledger."""

@@ -62,7 +62,7 @@ def bounces_ingest(
         settings_for(ctx, config), paths, actor=Actor.cli(), soft_threshold=soft_threshold,
         soft_window=dt.timedelta(days=soft_window_days), dry_run=dry_run,
     )  # fmt: skip
-    summary: dict[str, object] = {**read.summary}
+    summary: dict[str, object] = {**read.summary, "rows_bounced": read.rows_bounced}
     if dry_run:
         summary["dry_run"] = True
     rows = [_row(source, a) for source, a in read.bounces]
@@ -86,6 +86,8 @@ def bounces_ingest(
         _say(f"{'skipped':>15} {passed.source}: {passed.reason}")
     for passed in read.unreadable:
         _say(f"{'unreadable':>15} {passed.source}: {passed.reason}")
+    if read.rows_bounced:
+        _say(f"{read.rows_bounced} ledger rows now say their message bounced (campaign report)")
     counts = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in read.summary.items())
     _say(counts + (" (dry run)" if dry_run else ""))
 

@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("sending",),
         "Why each item of an issue is in or out of one subscriber's digest.",
     ),
+    "inbox": (
+        ("inbox",),
+        "Read the mail that comes back: bounces, complaints, mailto unsubscribes.",
+    ),
     "init": (
         ("setup",),
         (

@@ -10,13 +10,14 @@ import mailbox
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+from newsletter.delivery.verp import ADDRESS_HEADERS, RowRef, VerpKey
 from newsletter.errors import NewsletterError
 
 
@@ -38,6 +39,7 @@ class Bounce:
     message_id: str = ""  # Message-ID of the returned original (ours or not)
     report_id: str = ""  # names the report itself, so reading it twice is recognised
     date: dt.datetime | None = None  # when the report was written (aware), if it says
+    delivery: RowRef | None = None  # the ledger row a signed return path (VERP) names
 
 
 class UnreadableReport(NewsletterError, ValueError):
@@ -77,11 +79,15 @@ MAX_CONTAINERS = 100
 _CONTAINER = re.compile(rb"(?:^|(?<=[\r\n]))content-type:\s*(?:multipart|message)/", re.IGNORECASE)
 
 
-def parse_bounces(data: bytes, *, domain: str | None = None) -> tuple[Bounce, ...] | None:
+def parse_bounces(
+    data: bytes, *, domain: str | None = None, verp: VerpKey | None = None
+) -> tuple[Bounce, ...] | None:
     """The failed and delayed recipients of one message; None when it is not a DSN.
 
     A DSN that reports only successes (delivered, relayed, expanded) gives an empty tuple.
     `domain`: a campaign id is read only from Message-IDs at this domain (any, when None).
+    `verp`: a report sent to a return path it signed names its ledger row (`Bounce.delivery`)
+    when it reports one recipient (each of our envelopes has one).
     `UnreadableReport` when the message nests parts deeper than `MAX_DEPTH` or holds more
     than `MAX_CONTAINERS` multipart or message parts.
     """
@@ -106,7 +112,29 @@ def parse_bounces(data: bytes, *, domain: str | None = None) -> tuple[Bounce, ..
         (d for d in (_date(b.get("arrival-date", "")) for b in blocks) if d), None
     )
     found = (_bounce(fields, original, campaign, report_id, date) for fields in blocks)
-    return tuple(b for b in found if b is not None)
+    bounces = tuple(b for b in found if b is not None)
+    row = return_path_row(msg, parts, verp) if verp is not None and len(bounces) == 1 else None
+    if row is None:
+        return bounces
+    return (replace(bounces[0], delivery=row, campaign_id=row.campaign_id),)
+
+
+def return_path_row(msg: Message, parts: Sequence[Message], verp: VerpKey) -> RowRef | None:
+    """The row the report's own envelope address names, else the returned original's
+    Return-Path; None when neither is a return path we signed."""
+    fields = _fields(msg)
+    for name in ADDRESS_HEADERS:
+        row = verp.find(fields.get(name, ""))
+        if row is not None:
+            return row
+    for part in parts:
+        if part.get_content_type() in _HEADER_PARTS:
+            raw = part.get_payload(decode=True)
+            if isinstance(raw, bytes):
+                row = verp.find(_fields(BytesHeaderParser().parsebytes(raw)).get("return-path", ""))
+                if row is not None:
+                    return row
+    return None
 
 
 def _bounce(

@@ -9,6 +9,8 @@ import jinja2
 
 from newsletter import addresses
 from newsletter.content.model import Issue
+from newsletter.delivery import verp
+from newsletter.delivery.verp import RowRef
 from newsletter.mail.links import read_token, recipient_links
 from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
 from newsletter.mail.outgoing import Outgoing
@@ -256,7 +258,12 @@ def personal_message(
         signed = dkim_sign(data, ctx.dkim)  # the DKIM-Signature header, then `data`
         parts = [signed[: len(signed) - len(data)], *parts]
     letter = Letter(
-        mail_from=sender_address(mail.sender.address, "[sender] address"),
+        mail_from=(
+            verp.return_path(mail.secret, RowRef(campaign_id, recipient.subscriber_id),
+                             mail.bounce_domain)
+            if mail.bounce_domain and not test_id
+            else sender_address(mail.sender.address, "[sender] address")
+        ),  # fmt: skip
         rcpt=to,
         parts=tuple(parts),
         name=(

@@ -175,6 +175,38 @@ def judge_smtp(settings: Settings, probe_problem: str | None) -> list[Finding]:
     return found
 
 
+def judge_bounce_domain(settings: Settings) -> list[Finding]:
+    """The return path (VERP) of [inbox] bounce_domain: said only when one is set."""
+    domain = settings.inbox.bounce_domain
+    if not domain:
+        return []
+    found = [
+        Finding(
+            Level.OK, "inbox.bounce_domain",
+            f"each digest's return path is bounce+<signed token>@{domain}: a bounce names its "
+            "ledger row",
+        )
+    ]  # fmt: skip
+    sender_org = organisational_domain(_sender_domain(settings))
+    if organisational_domain(domain) != sender_org:
+        found.append(
+            Finding(
+                Level.WARNING, "inbox.bounce_domain",
+                f"bounce domain {domain} is not under {sender_org} (the From domain): SPF then "
+                f"does not align for DMARC; use a name such as bounces.{sender_org}",
+            )
+        )  # fmt: skip
+    if not settings.inbox.host:
+        found.append(
+            Finding(
+                Level.WARNING, "inbox.host",
+                f"bounces come back to {domain} but nothing reads them: set [inbox] host, "
+                "username and password to the mailbox its MX delivers to (`inbox fetch`)",
+            )
+        )  # fmt: skip
+    return found
+
+
 def dns_records(settings: Settings, key: KeyFacts | None) -> list[DnsRecord]:
     """What to publish for the sender's domain: starting points, to be tightened later."""
     sender = _sender_domain(settings)
@@ -200,6 +232,20 @@ def dns_records(settings: Settings, key: KeyFacts | None) -> list[DnsRecord]:
             "DMARC, reporting only: move to p=quarantine once the reports show only your mail",
         )
     )  # fmt: skip
+    if settings.inbox.bounce_domain:
+        bounce = settings.inbox.bounce_domain
+        records.append(
+            DnsRecord(
+                bounce, "MX", "the host whose mailbox [inbox] reads",
+                "VERP: bounces to bounce+...@ this domain must arrive where `inbox fetch` looks",
+            )
+        )  # fmt: skip
+        records.append(
+            DnsRecord(
+                bounce, "TXT", f"v=spf1 a:{settings.domain} mx ~all",
+                "SPF for the return path: receivers check the envelope sender's domain",
+            )
+        )  # fmt: skip
     records.append(
         DnsRecord(
             settings.domain, "A/PTR", "the sending host's address, and its PTR back to this name",

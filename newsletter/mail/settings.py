@@ -21,6 +21,7 @@ class MailSettings:
     list_id: str
     sender: SenderSettings
     secret_key: str = field(repr=False)
+    bounce_domain: str = ""  # [inbox] bounce_domain: the digests' return path (VERP)
     read_tokens: bool = False  # [archive] visibility = "subscribers": web links carry one
 
     @classmethod
@@ -28,6 +29,7 @@ class MailSettings:
         return cls(
             base_url=settings.base_url, domain=settings.domain, list_id=settings.list_id,
             sender=settings.sender, secret_key=settings.secret_key,
+            bounce_domain=settings.inbox.bounce_domain,
             read_tokens=settings.archive.visibility == "subscribers",
         )  # fmt: skip
 

@@ -15,15 +15,23 @@ from pathlib import Path
 
 from newsletter.actors import Actor
 from newsletter.config import Settings
-from newsletter.db import Engine
-from newsletter.delivery.bounces import Bounce, UnreadableReport, parse_bounces, read_messages
+from newsletter.db import Engine, Session
+from newsletter.delivery.bounces import (
+    Bounce,
+    BounceKind,
+    UnreadableReport,
+    parse_bounces,
+    read_messages,
+)
+from newsletter.delivery.verp import VerpKey
 from newsletter.models import utcnow
 from newsletter.services.units import unit_of_work
-from newsletter.subscriptions import bounce_policy
+from newsletter.subscriptions import bounce_policy, returned_mail
 from newsletter.subscriptions.bounce_policy import (
     DEFAULT_SOFT_THRESHOLD,
     DEFAULT_SOFT_WINDOW,
     Applied,
+    Outcome,
     Undone,
 )
 from newsletter.subscriptions.lifecycle import unbounce_reason
@@ -50,6 +58,7 @@ class Ingested:
     skipped: list[Passed] = field(default_factory=list)
     unreadable: list[Passed] = field(default_factory=list)
     dry_run: bool = False
+    rows_bounced: int = 0  # ledger rows now saying their message bounced
 
     @property
     def summary(self) -> dict[str, int]:
@@ -66,13 +75,42 @@ def _why(exc: Exception) -> str:
     return f"cannot be parsed ({type(exc).__name__}{': ' + first if first else ''})"
 
 
-def _read(paths: Sequence[Path], domain: str) -> tuple[Ingested, list[tuple[str, Bounce]]]:
+def verp_key(settings: Settings) -> VerpKey | None:
+    """What reads the digests' return paths, when they carry one ([inbox] bounce_domain)."""
+    domain = settings.inbox.bounce_domain
+    return VerpKey(settings.secret, domain) if domain else None
+
+
+def apply_bounces(
+    session: Session,
+    bounces: Sequence[Bounce],
+    *,
+    now: dt.datetime,
+    soft_threshold: int = DEFAULT_SOFT_THRESHOLD,
+    soft_window: dt.timedelta = DEFAULT_SOFT_WINDOW,
+) -> tuple[list[Applied], int]:
+    """The bounce policy, then the ledger: each hard bounce of our message marks its row.
+    (outcomes, rows marked bounced)."""
+    applied = bounce_policy.apply_reports(
+        session, bounces, now=now, soft_threshold=soft_threshold, soft_window=soft_window
+    )
+    marked = sum(
+        returned_mail.mark_bounced(session, a.bounce, now=now)
+        for a in applied
+        if a.bounce.kind is BounceKind.HARD and a.outcome is not Outcome.NOT_OURS
+    )
+    return applied, marked
+
+
+def _read(
+    paths: Sequence[Path], domain: str, verp: VerpKey | None
+) -> tuple[Ingested, list[tuple[str, Bounce]]]:
     read = Ingested()
     bounces: list[tuple[str, Bounce]] = []
     for source, data in read_messages(paths):
         read.messages += 1
         try:
-            found = parse_bounces(data, domain=domain)
+            found = parse_bounces(data, domain=domain, verp=verp)
         except Exception as exc:  # one crafted or broken message never stops the others
             read.unreadable.append(Passed(source, _why(exc)))
             continue
@@ -99,9 +137,9 @@ def ingest_bounces(
     skipped, and a message that cannot be read is reported and the rest still apply. Reading
     the same reports again changes nothing.
     """
-    read, bounces = _read(paths, settings.domain)
+    read, bounces = _read(paths, settings.domain, verp_key(settings))
     with unit_of_work(settings, db, commit=not dry_run) as session:
-        applied = bounce_policy.apply_reports(
+        applied, read.rows_bounced = apply_bounces(
             session, [b for _, b in bounces], now=now or utcnow(),
             soft_threshold=soft_threshold, soft_window=soft_window,
         )  # fmt: skip

@@ -14,6 +14,7 @@ from newsletter.mail.sending_setup import (
     blockers,
     dns_records,
     judge_base_url,
+    judge_bounce_domain,
     judge_dkim,
     judge_smtp,
 )
@@ -36,5 +37,6 @@ def check_setup(settings: Settings, *, probe_relay: bool = False) -> SetupReport
         *judge_base_url(settings),
         *judge_dkim(settings, key, problem),
         *judge_smtp(settings, relay),
+        *judge_bounce_domain(settings),
     ]
     return SetupReport(findings, dns_records(settings, key))

@@ -141,6 +141,14 @@ def _apply(
 def _sent_to(session: Session, bounce: Bounce) -> tuple[Subscriber | None, str]:
     """The subscriber the ledger says we sent the returned message to, if the report names them;
     else None and why the report is not about our mail."""
+    if bounce.delivery is not None:  # a return path we signed names the row: no guessing
+        sent = select(Delivery.subscriber_id).where(
+            Delivery.campaign_id == bounce.delivery.campaign_id,
+            Delivery.subscriber_id == bounce.delivery.subscriber_id,
+        )
+        subscriber_id = session.exec(sent).first()
+        found = session.get(Subscriber, subscriber_id) if subscriber_id is not None else None
+        return found, "" if found is not None else NO_MESSAGE_OF_OURS
     if bounce.campaign_id is None or not bounce.message_id:
         return None, NO_MESSAGE_OF_OURS  # no Message-ID of ours (at our domain) returned
     ours = (Delivery.campaign_id == bounce.campaign_id, Delivery.message_id == bounce.message_id)
