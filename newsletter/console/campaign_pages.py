@@ -478,7 +478,9 @@ def campaign_events(request: Request, campaign_id: int) -> Response:
             if sent["done"] or time.monotonic() >= until:
                 return
             time.sleep(EVERY)  # the pace of the stream itself, not a wait for a condition
-            sent = _progress(request, who, campaign_id)
+            # A session that ended (logout, idle, revoked) ends its stream too.
+            still = _who(request, Permission.REPORTS)
+            sent = _progress(request, still, campaign_id) if isinstance(still, Who) else None
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
