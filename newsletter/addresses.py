@@ -63,6 +63,8 @@ def normalise(raw: str) -> str:
         raise AddressError(raw, f"longer than {MAX_LENGTH} characters")
     try:
         checked = validate_email(text, check_deliverability=False).normalized.lower()
+        if checked.isascii():
+            return checked  # lower-casing ASCII changes no character's length or class
         # Lower-casing can change a character's length or class (a dotted capital I, say): the
         # stored form is validated again so it is always an address email-validator accepts.
         stored = validate_email(checked, check_deliverability=False).normalized
