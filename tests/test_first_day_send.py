@@ -198,7 +198,8 @@ def test_file_and_null_sends_on_an_smtp_instance_are_rehearsals(
     assert smtp_server.handler.received == []
     # Rehearsed, not sent: the issue can still be corrected, and the archive does not show it.
     cli(runner, instance, "issue", "import", str(sample_issue_path()))
-    with TestClient(create_app(instance.settings)) as browser:
+    public = instance.settings.overridden({"archive.visibility": "public"})
+    with TestClient(create_app(public)) as browser:
         assert "No issue has been sent yet" in browser.get("/archive").text
 
     # The real send still reaches everyone, and the rehearsals stay apart in the list.
