@@ -153,3 +153,20 @@ def test_long_ascii_subjects_fold_at_spaces_and_read_back_whole(length: int) -> 
     assert all(len(line) <= 78 for line in head.split(b"\r\n")), head
     assert message_from_bytes(data, policy=policy.default)["Subject"] == subject
     assert b"=?" not in b"".join(_fields(head)[b"subject"])
+
+
+def test_a_bilingual_display_name_keeps_its_english_words_whole() -> None:
+    name = "中国科技创新速递 China S&T Innovation Express"
+    envelope = Envelope(
+        "newsletter@newsletter.example.org", name, "reader@de-berlin.example.org", "Li Wei",
+        "<1.a@newsletter.example.org>", "kjcxsd.newsletter.example.org",
+        "https://n.example.org/unsubscribe/t.k", "mailto:u@newsletter.example.org",
+    )  # fmt: skip
+    data = single_message(envelope, subject="订阅确认", text="第一行\n第二行\n", html="<p>h</p>")
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert parsed["From"].addresses[0].display_name == name
+    assert b"Innovation" in _head(data)  # the English words travel as they are
+    assert all(len(line) <= 78 for line in _head(data).split(b"\r\n"))
+    text = parsed.get_body(("plain",))
+    assert text is not None
+    assert text.get_payload(decode=True) == "第一行\r\n第二行\r\n".encode()

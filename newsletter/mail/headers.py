@@ -103,9 +103,40 @@ def address(name: str, addr: str) -> str:
         return f"<{addr}>"
     if _PRINTABLE_WORDS.match(shown) and len(shown) + len(addr) < LINE - 12:
         return f"{shown} <{addr}>"
-    if _PRINTABLE_WORDS.match(shown):
-        return f"{shown}\r\n <{addr}>"
-    return f"{encoded_words(shown)}\r\n <{addr}>"
+    return f"{_folded(_phrase(shown))}\r\n <{addr}>"
+
+
+def _phrase(shown: str) -> list[str]:
+    """A display name as words: ASCII words as they are, each run of other words as encoded
+    words, so "中国科技创新速递 China S&T Innovation Express" keeps its English readable
+    (a cut inside an encoded run would show, undecoded, as "Inno vation")."""
+    pieces: list[str] = []
+    run: list[str] = []
+    for word in shown.split(" "):
+        if _PRINTABLE_WORDS.match(word):
+            if run:
+                pieces += encoded_words(" ".join(run)).split("\r\n ")
+                run = []
+            pieces.append(word)
+        else:
+            run.append(word)
+    if run:
+        pieces += encoded_words(" ".join(run)).split("\r\n ")
+    return pieces
+
+
+def _folded(pieces: list[str], first: int = len("From: ")) -> str:
+    """Words joined by spaces, a fold (CRLF SP) wherever the next would pass 78 columns."""
+    lines: list[str] = []
+    line, used = "", first
+    for piece in pieces:
+        if line and used + 1 + len(piece) > LINE:
+            lines.append(line)
+            line, used = "", 1
+        used += len(piece) + (1 if line else 0)
+        line = f"{line} {piece}" if line else piece
+    lines.append(line)
+    return "\r\n ".join(lines)
 
 
 def fold(name: str, value: str) -> str:

@@ -57,6 +57,8 @@ def single_message(
 ) -> bytes:
     """The bytes of one message with no per-recipient splicing, re-parsed to prove the headers
     say what we meant."""
+    # CRLF in the text part as on the wire: a part that decodes to bare LF is not MIME text.
+    text = text.replace("\r\n", "\n").replace("\n", "\r\n")
     prepared = prepare_parts(
         subject=subject, text=text, html=html, from_name=envelope.from_name,
         from_address=envelope.from_address, list_id=envelope.list_id,
