@@ -10,6 +10,7 @@ import mailbox
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -465,13 +466,53 @@ def dovecot(tmp_path: Path) -> Iterator[Imap]:
     else:
         owner = (os.getuid(), os.getgid())
         internal = login = pwd.getpwuid(os.getuid()).pw_name
-    port, user, password = _free_port(), "bounces", "loopback-only-secret"
+    # A password of its own: a port another test run took meanwhile can never log us in there.
+    user, password = "bounces", secrets.token_urlsafe(16)
     (root / "passwd").write_text(
         f"{user}:{{PLAIN}}{password}:{owner[0]}:{owner[1]}::{root / 'mail'}::\n", encoding="utf-8"
     )
     group = internal if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
-    (root / "dovecot.conf").write_text(
-        f"""protocols = imap
+    for _ in range(5):  # the free port may be taken before dovecot binds it: take another
+        port = _free_port()
+        (root / "dovecot.conf").write_text(
+            _dovecot_conf(
+                port=port, root=root, internal=internal, group=group, login=login, owner=owner
+            ),
+            encoding="utf-8",
+        )
+        process = subprocess.Popen(
+            [binary, "-F", "-c", str(root / "dovecot.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        imap = Imap(port, user, password, root / "mail" / user, owner, root / "dovecot.log")
+        try:
+            if _ready(imap, process):
+                yield imap
+                return
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    pytest.fail(f"dovecot did not start: {imap.said()}")
+
+
+def _ready(imap: Imap, process: subprocess.Popen[bytes]) -> bool:
+    """True once our dovecot lets us log in; False when it exited (its port was taken)."""
+    deadline = time.monotonic() + 20
+    while process.poll() is None:
+        try:
+            with imap.client():
+                return True
+        except (OSError, imaplib.IMAP4.error):
+            if time.monotonic() > deadline:
+                pytest.fail(f"dovecot did not answer: {imap.said()}")
+            time.sleep(0.1)
+    return False
+
+
+def _dovecot_conf(
+    *, port: int, root: Path, internal: str, group: str, login: str, owner: tuple[int, int]
+) -> str:
+    return f"""protocols = imap
 listen = 127.0.0.1
 base_dir = {root / "run"}
 state_dir = {root / "state"}
@@ -503,33 +544,7 @@ service imap-login {{
     port = 0
   }}
 }}
-""",
-        encoding="utf-8",
-    )
-    process = subprocess.Popen(
-        [binary, "-F", "-c", str(root / "dovecot.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    imap = Imap(port, user, password, root / "mail" / user, owner, root / "dovecot.log")
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with imap.client():
-                    break
-            except (OSError, imaplib.IMAP4.error):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = (
-                        (root / "dovecot.log").read_text(errors="replace")
-                        if (root / "dovecot.log").exists()
-                        else ""
-                    )
-                    pytest.fail(f"dovecot did not start: {log[-2000:]}")
-                time.sleep(0.1)
-        yield imap
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+"""
 
 
 def test_inbox_fetch_reads_a_real_imap_folder_acts_once_and_leaves_a_persons_mail_unread(
