@@ -421,7 +421,22 @@ def test_an_editor_previews_as_a_berlin_ai_reader_with_the_why_panel(
     page = editor.get(f"/admin/issues/2020-01/preview?subscriber={BERLIN_AI}")
     assert page.status_code == 200, page.text
     frame = iframe(page.text)
-    assert 'sandbox=""' in frame and "allow-scripts" not in frame and "srcdoc=" in frame
+    assert 'sandbox=""' in frame and "allow-scripts" not in frame
+    # The digest is its own document, under a CSP of its own that lets its inline styles
+    # apply (a srcdoc frame would inherit the console's, which refuses them).
+    src = html.unescape(re.search(r'src="([^"]+)"', frame).group(1))  # type: ignore[union-attr]
+    digest = editor.get(src)
+    assert digest.status_code == 200 and "<html" in digest.text and "style=" in digest.text
+    policy = digest.headers["content-security-policy"]
+    assert "style-src 'unsafe-inline'" in policy and "frame-ancestors 'self'" in policy
+    assert "script-src" not in policy and digest.headers["x-frame-options"] == "SAMEORIGIN"
+    assert login("auditor").get(src).status_code == 200
+    liaison = login("liaison")  # Berlin's: Berlin's reader, never Paris's
+    assert liaison.get(src).status_code == 200
+    paris = src.replace(BERLIN_AI.replace("@", "%40"), "ma.li%40fr-paris.example.org")
+    assert paris != src and editor.get(paris).status_code == 200
+    outside = liaison.get(paris)
+    assert outside.status_code == 404 and "style=" not in outside.text
     assert 'class="digest w390"' in frame  # phone first
     assert '订阅者 <span lang="en">Subscriber</span> ' + BERLIN_AI in page.text
     assert "ai, robotics, software" in page.text
@@ -780,7 +795,7 @@ def test_the_pages_need_nothing_inline_and_say_their_language(login: Login, list
         assert page.status_code == 200, path
         assert page.headers["content-security-policy"] == CSP
         assert '<html lang="zh-CN">' in page.text
-        # The digest inside srcdoc is escaped into the attribute: no markup of the console's own.
+        # Nothing inline in the console's own pages (the digest is a framed document of its own).
         for inline in ("<script", "<style", ' style="', " onclick="):
             assert inline not in page.text, (path, inline)
         for label in re.findall(r'<label for="([^"]+)"', page.text):

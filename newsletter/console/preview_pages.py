@@ -2,8 +2,10 @@
 
 Everything the preview shows is chosen by the query string (who, width, tab), so every control
 is a link or a GET form and works without JavaScript; only the test send is a POST (then 303).
-The digest sits in `<iframe sandbox srcdoc>` with no `allow-scripts`: a script in an issue can
-never run in the console.
+The digest is a document of its own (`preview.html`) in `<iframe sandbox src>` with no
+`allow-scripts`: a script in an issue can never run in the console. Not `srcdoc`: a srcdoc frame
+inherits the console's CSP, which refuses the digest's inline styles, so the preview would not
+look like the mail; the framed document gets a CSP of its own (`security.FRAME_CSP`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.responses import Response
 from newsletter import roles
 from newsletter.console.access import allowed, refused, signed_in
 from newsletter.console.context import console, see_other
+from newsletter.console.security import FRAME_MARK
 from newsletter.errors import DeliveryError, NewsletterError, NotFoundError
 from newsletter.roles import Access, Permission
 from newsletter.services import previews, test_sends
@@ -96,6 +99,7 @@ def preview(
         "language": language, "width": width, "tab": tab, "widths": WIDTHS, "params": params,
         "link": lambda **change: _link(slug, params, {"width": width, "tab": tab, **change}),
         "eml": f"/admin/issues/{slug}/preview.eml?{urlencode(params)}",
+        "frame": f"/admin/issues/{slug}/preview.html?{urlencode(params)}",
         "clip": previews.GMAIL_CLIP, "can_test_send": _can_test_send(who),
         "sent": sent == "1",
     }  # fmt: skip
@@ -107,6 +111,37 @@ def preview(
 
 def _link(slug: str, params: list[tuple[str, str]], view: dict[str, str]) -> str:
     return f"/admin/issues/{slug}/preview?{urlencode([*params, *view.items()])}"
+
+
+@router.get("/{slug}/preview.html")
+def preview_frame(
+    request: Request,
+    slug: str,
+    subscriber: Param = "",
+    mission: Param = "",
+    sectors: Sectors = None,
+    language: Param = "zh",
+) -> Response:
+    """The digest's HTML alone, for the preview page's frame, under `FRAME_CSP`."""
+    ctx = console(request)
+    who = allowed(request, Permission.READ_ISSUES)
+    if not isinstance(who, Who):
+        return who
+    try:
+        rendering = previews.render_preview(
+            ctx.settings, slug, scope=who.scope(Permission.READ_ISSUES),
+            subscriber=subscriber.strip() or None,
+            audience=_audience(mission, [s for s in sectors or [] if s], language),
+            db=ctx.engine,
+        )  # fmt: skip
+    except NotFoundError as exc:
+        return refused(request, NO_ISSUE if exc.kind == "issue" else NOBODY, 404)
+    except NewsletterError as exc:
+        return refused(request, str(exc), 422)
+    return Response(
+        rendering.html, media_type="text/html; charset=utf-8",
+        headers={FRAME_MARK.decode(): "1"},
+    )  # fmt: skip
 
 
 @router.get("/{slug}/preview.eml")

@@ -33,6 +33,21 @@ HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+# The digest preview: a document of its own, framed by the preview page only. Its inline
+# styles are the digest's (as the reader's mail client applies them); nothing else may load,
+# and the frame's `sandbox` (no allow-scripts) keeps any script in an issue from running.
+FRAME_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'self'; base-uri 'none'"
+)
+FRAME_MARK = b"x-console-frame"
+FRAME_HEADERS = [
+    (b"content-security-policy", FRAME_CSP.encode()),
+    (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -98,8 +113,10 @@ class Guard:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                kept = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
-                message = {**message, "headers": kept + HEADERS}
+                headers = message.get("headers", [])
+                framed = any(name == FRAME_MARK for name, _ in headers)
+                kept = [h for h in headers if h[0] not in (b"cache-control", FRAME_MARK)]
+                message = {**message, "headers": kept + (FRAME_HEADERS if framed else HEADERS)}
             await send(message)
 
         address = self.network.client(scope)
