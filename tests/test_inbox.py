@@ -36,7 +36,7 @@ from newsletter.delivery.verp import RowRef, VerpKey, return_path
 from newsletter.models import AuditEvent, Delivery, Subscriber, Suppression
 from newsletter.subscriptions import store
 from newsletter.testing.sink import LoopbackController, Received
-from tests.conftest import Instance, cli, fails
+from tests.conftest import Instance, cli, fails, invoke
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 DOMAIN = "newsletter.example.org"
@@ -661,3 +661,31 @@ def test_newsletter_run_fetches_the_inbox_on_its_timer(
     output = log.read_text(errors="replace")
     assert "inbox: 1 messages, 1 unsubscribes, 1 unsubscribed" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_dry_run_over_a_maildir_says_what_would_change_and_changes_nothing(
+    runner: CliRunner, instance: Instance, smtp_server: LoopbackController, tmp_path: Path
+) -> None:
+    _set_inbox(instance, bounce_domain=BOUNCES)
+    sent = _send(runner, instance, smtp_server)
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for data in _returned(sent):
+        box.add(data)
+    box.close()
+    before = _state(instance)
+    result = invoke(runner, instance, "inbox", "ingest", str(tmp_path / "Maildir"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.strip().startswith("disabled dsn") and HARD in line for line in lines)
+    assert any(
+        line.strip().startswith("unsubscribed unsubscribe") and LEAVER in line for line in lines
+    )
+    assert any(line.strip().startswith("invalid-token unsubscribe") for line in lines)
+    assert "for a person to read:" in lines
+    # The token unsubscribes whoever shows it: it never reaches the terminal or a log.
+    token = str(sent[LEAVER].parsed()["List-Unsubscribe"]).split("unsubscribe%20")[1].split(">")[0]
+    assert len(token) > 20 and token not in result.output
+    assert lines[-1].startswith("7 messages, 0 duplicates, 2 bounce reports, 1 hard, 1 soft")
+    assert lines[-1].endswith("1 auto replies, 1 for a person (dry run)")
+    assert _state(instance) == before

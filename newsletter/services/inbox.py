@@ -124,6 +124,8 @@ def _handle(
     now: dt.datetime,
 ) -> Handled:
     who = f"{r.sender} {r.subject!r}" if r.sender or r.subject else ""
+    if r.kind is Kind.UNSUBSCRIBE:  # its subject holds the token, which unsubscribes its holder
+        who = f"from {r.sender}"
     if again:
         return Handled(source, r.kind, DUPLICATE, detail=who)
     if r.kind is Kind.DSN:
