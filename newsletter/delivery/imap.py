@@ -61,6 +61,7 @@ class Mailbox:
         kind, data = client.capability()
         said = b" ".join(d for d in data if isinstance(d, bytes)) if kind == "OK" else b""
         self.capabilities = frozenset(said.upper().split())
+        self.done_ready = False  # [inbox] done_folder made (or found) on this connection
 
     def _ok(self, what: str, answer: tuple[str, list[object]]) -> list[object]:
         kind, data = answer
@@ -88,7 +89,9 @@ class Mailbox:
         done = self.inbox.done_folder
         if not acted or not done:
             return
-        self.client.create(_quoted(done))  # NO when it exists already: fine
+        if not self.done_ready:
+            self.client.create(_quoted(done))  # NO when it exists already: fine
+            self.done_ready = True
         if b"MOVE" in self.capabilities:
             self._ok("MOVE", self.client.uid("MOVE", uid, _quoted(done)))
             return
