@@ -126,6 +126,50 @@ def recent(
     return list(session.exec(query.order_by(col(AdminEvent.id).desc()).limit(limit)).all())
 
 
+def search(
+    session: Session,
+    *,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+    mission: str = "",
+    since: dt.datetime | None = None,
+    before: dt.datetime | None = None,
+    missions: frozenset[str] | None = None,
+    own: str = "",
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[AdminEvent], int]:
+    """A page of events, newest first, and how many match in all. Visible are the events about
+    `missions` (None: every event) and, with `own`, those the staff member `own` did."""
+    query = select(AdminEvent)
+    if actor:
+        kind, _, ident = actor.partition(":")
+        if ident and kind in _KINDS:
+            query = query.where(AdminEvent.actor_kind == kind, AdminEvent.actor_id == ident)
+        else:
+            query = query.where(col(AdminEvent.actor_id).contains(actor))
+    if action:
+        query = query.where(
+            (col(AdminEvent.action) == action) | col(AdminEvent.action).startswith(f"{action}.")
+        )
+    if target:
+        query = query.where(col(AdminEvent.target).contains(target))
+    if mission:
+        query = query.where(AdminEvent.mission == mission)
+    if since is not None:
+        query = query.where(col(AdminEvent.at) >= since)
+    if before is not None:
+        query = query.where(col(AdminEvent.at) < before)
+    if missions is not None:
+        mine = (col(AdminEvent.actor_kind) == "staff") & (col(AdminEvent.actor_id) == own)
+        about = col(AdminEvent.mission).in_(sorted(missions))
+        query = query.where(about | mine if own else about)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(AdminEvent.id).desc()).offset(offset).limit(limit))
+    return list(rows.all()), int(total)
+
+
 def count_since(
     session: Session, action: str, since: dt.datetime, *, target: str = "", ip: str = ""
 ) -> int:
