@@ -87,6 +87,7 @@ def test_every_fault_is_named_and_an_smtp_send_refuses_before_touching_the_ledge
     assert "not sending by smtp" in result.stderr and "base_url" in result.stderr
     assert "[dkim] is partly set" in result.stderr
     assert smtp_server.handler.received == []
+    assert json.loads(cli(runner, instance, "campaign", "list", "--json")) == []  # nothing opened
 
 
 def test_a_right_setup_passes_and_prints_the_dkim_record_of_its_key(
@@ -100,9 +101,24 @@ def test_a_right_setup_passes_and_prints_the_dkim_record_of_its_key(
     )  # fmt: skip
     code, report = _check(runner, instance, "--probe")
     assert code == 0, report
+    load_sample(runner, instance)
+    sent = invoke(runner, instance, "send", "2020-01", "--transport", "smtp")
+    assert sent.exit_code == 0 and "without a DKIM signature" not in sent.stderr
     assert set(_levels(report).values()) == {"ok"} and "smtp" in _levels(report)
     dkim = [r for r in report["dns"] if r["name"] == "s2026._domainkey.newsletter.example.org"]
     assert dkim and dkim[0]["value"] == f"v=DKIM1; k=rsa; p={public}"
+
+
+def test_an_smtp_send_without_dkim_is_warned(
+    tmp_path: Path, runner: CliRunner, smtp_server: LoopbackController
+) -> None:
+    instance = _instance(tmp_path, runner)
+    load_sample(runner, instance)
+    sent = invoke(runner, instance, "send", "2020-01", "--transport", "smtp",
+                  "--smtp-host", "127.0.0.1", "--smtp-port", str(smtp_server.port))  # fmt: skip
+    assert sent.exit_code == 0, sent.output
+    assert "warning: mail goes out without a DKIM signature" in sent.stderr
+    assert smtp_server.handler.received
 
 
 def test_a_short_key_a_misaligned_domain_and_an_unreachable_relay_are_each_named(

@@ -348,6 +348,10 @@ def test_each_digest_goes_out_with_its_own_return_path_and_a_dsn_to_it_finds_its
     assert _status(instance, HARD) == "bounced"
     rows = _report_rows(runner, instance)
     assert rows[HARD]["state"] == "sent" and rows[HARD]["reply"].startswith("bounced: 5.1.1")
+    # The text report lists it too, among the rows to act on.
+    campaign = json.loads(cli(runner, instance, "campaign", "list", "--json"))[0]["id"]
+    text = cli(runner, instance, "campaign", "report", str(campaign))
+    assert [line.split()[:2] for line in text.splitlines() if HARD in line] == [["bounced", HARD]]
     assert not any(rows[a]["reply"].startswith("bounced") for a in READERS if a != HARD)
 
 

@@ -33,6 +33,7 @@ from newsletter.delivery.engine import SendReport
 from newsletter.services import campaigns as service
 from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
+from newsletter.subscriptions.returned_mail import BOUNCED_REPLY
 
 campaign_app = group("campaign", "Follow and control campaigns.")
 _COLUMNS = ("id", "issue", "state", "total", "sent", "failed", "retry", "unknown", "skipped",
@@ -200,9 +201,14 @@ def campaign_report(
             listed.add_row(r.email, r.embassy, r.state, str(r.attempts), sent, r.reply)
         out.print(listed)
         return
-    problems = [r for r in rows if r.state in ("failed", "unknown", "retry")]
+    # Rows to act on, and sent rows whose mailbox sent the message back since (inbox, bounces).
+    problems = [
+        r for r in rows
+        if r.state in ("failed", "unknown", "retry") or r.reply.startswith(BOUNCED_REPLY)
+    ]  # fmt: skip
     for r in problems:
-        out.print(f"{r.state:>8} {r.email} ({r.embassy}): {r.reply}", markup=False)
+        state = "bounced" if r.reply.startswith(BOUNCED_REPLY) else r.state
+        out.print(f"{state:>8} {r.email} ({r.embassy}): {r.reply}", markup=False)
 
 
 @app.command()

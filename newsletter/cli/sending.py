@@ -273,6 +273,11 @@ def send(
             _print_plan(planned)
         return
     route = sending.route(settings, transport, outbox)
+    if route.transport == "smtp" and not settings.dkim.enabled:
+        err.print(
+            "warning: mail goes out without a DKIM signature, which Gmail, Yahoo and Outlook "
+            "hold against bulk mail; set [dkim] (see `newsletter check`)", markup=False,
+        )  # fmt: skip
     if not yes and not json_ and sys.stdin.isatty():
         _confirm(plan())
     started = time.perf_counter()

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TypedDict, Unpack, cast
 
 from newsletter import interests, runtime
 from newsletter.actors import Actor, Scope
@@ -209,7 +209,13 @@ def send_issue(
     name on an `smtp` instance is a rehearsal (see `Route`). `SenderBusyError` while another
     process sends on this SQLite database (`send_or_hand_off` gives it the campaign instead).
     """
-    rehearsal = _is_rehearsal(settings, options.get("transport"))
+    chosen = options.get("transport")
+    by_name = chosen is None or isinstance(chosen, str)  # a built transport is the caller's
+    if by_name and route(settings, cast(str | None, chosen)).transport == "smtp":
+        runtime.require_sendable(
+            settings
+        )  # before the campaign is opened: a refusal changes nothing
+    rehearsal = _is_rehearsal(settings, chosen)
     with database(settings, db) as engine, SenderLock(engine):
         prepared = prepare_campaign(
             settings, slug, actor=actor, db=engine, resend_unknown=resend_unknown,
