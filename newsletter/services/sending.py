@@ -212,9 +212,8 @@ def send_issue(
     chosen = options.get("transport")
     by_name = chosen is None or isinstance(chosen, str)  # a built transport is the caller's
     if by_name and route(settings, cast(str | None, chosen)).transport == "smtp":
-        runtime.require_sendable(
-            settings
-        )  # before the campaign is opened: a refusal changes nothing
+        # Before the campaign is opened: a refusal leaves nothing to undo.
+        runtime.require_sendable(settings)
     rehearsal = _is_rehearsal(settings, chosen)
     with database(settings, db) as engine, SenderLock(engine):
         prepared = prepare_campaign(
