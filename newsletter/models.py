@@ -375,3 +375,27 @@ class CampaignRequest(SQLModel, table=True):
     comment: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     override: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
+
+
+class CooperationRequest(SQLModel, table=True):
+    """A reader's "connect me" (对接) on a demand item, and staff's follow-up of it.
+
+    One per subscriber and item: a second answer updates the note. Erasure keeps the item,
+    mission, time and state, and drops the person (`subscriber_id`, note, organisation).
+    """
+
+    __tablename__ = "cooperation_request"
+    __table_args__ = (UniqueConstraint("issue_id", "item_id", "subscriber_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    item_id: str = Field(max_length=80)
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", index=True)
+    mission: str = Field(default="", max_length=60, index=True)  # embassy code
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    organisation: str = Field(default="", max_length=200)
+    country: str = Field(default="", max_length=100)
+    state: str = Field(default="new", max_length=20)  # cooperation_requests.RequestState
+    staff_note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)

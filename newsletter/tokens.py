@@ -19,6 +19,7 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "u"
     PREFERENCES = "p"
     READ = "r"  # the subscribers-only archive: does not expire, bound to the subscriber
+    CONNECT = "k"  # "connect me" on a demand item (the item is in the URL): bound to the key
 
 
 class InvalidToken(NewsletterError, ValueError):

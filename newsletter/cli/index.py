@@ -68,6 +68,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("sending",),
         "Write the digest one subscriber would get (HTML, or the text part with --text).",
     ),
+    "requests": (
+        ("requests",),
+        'Follow "connect me" (对接) requests on cooperation demands.',
+    ),
     "run": (
         ("schedule",),
         (

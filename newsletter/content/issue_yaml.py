@@ -169,7 +169,10 @@ def _bool(node: yaml.Node, ctx: _Ctx, name: str) -> bool:
 def _item(node: yaml.Node, index: int, ctx: _Ctx, seen: dict[str, int]) -> Item:
     prefix = f"items[{index}]."
     fields = _mapping(node, ctx, f"items[{index}]")
-    known = {"id", "section", "title", "body", "source", "sectors", "regions", "always", "summary"}
+    known = {
+        "id", "section", "title", "body", "source", "sectors", "regions", "always", "summary",
+        "actionable",
+    }  # fmt: skip
     for key, (key_node, _) in fields.items():
         if key not in known:
             raise IssueFileError(
@@ -237,6 +240,11 @@ def _item(node: yaml.Node, index: int, ctx: _Ctx, seen: dict[str, int]) -> Item:
         regions=tuple(dict.fromkeys(regions)),
         always=_bool(fields["always"][1], ctx, prefix + "always") if "always" in fields else False,
         summary=text("summary"),
+        actionable=(
+            _bool(fields["actionable"][1], ctx, prefix + "actionable")
+            if "actionable" in fields
+            else False
+        ),
     )
 
 
@@ -472,6 +480,8 @@ def dump_issue(issue: Issue, comments: IssueComments | None = None) -> str:
         out.extend(_code_list("regions", item.regions, notes.regions.get(item.id, {}), "    "))
         if item.always:
             out.append("    always: true")
+        if item.actionable:
+            out.append("    actionable: true")
     out.append("")
     if issue.contact.phone or issue.contact.email:
         out.append("contact:")

@@ -25,6 +25,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("focus", "聚焦", "Focus", "聚焦", "FOCUS"),
 )
 SECTION_BY_CODE: dict[str, Section] = {s.code: s for s in SECTIONS}
+DEMAND = "demand"  # 需求: cooperation demands, each answerable with "connect me"
 # Bounds a real issue is within; beyond them a typo, and the database's integers, would overflow.
 YEARS = range(1900, 3000)
 NUMBERS = range(1, 1000)
@@ -36,7 +37,8 @@ class Item:
 
     `body` is a small Markdown subset: paragraphs separated by blank lines, `## ` sub-headings,
     `1. ` / `- ` list lines, `**bold**`. `sectors` are taxonomy codes; `regions` ISO country or
-    region codes; `always` puts the item in every digest.
+    region codes; `always` puts the item in every digest; `actionable` gives it a "connect me"
+    link as every 需求 (demand) item has.
     """
 
     id: str
@@ -48,6 +50,12 @@ class Item:
     regions: tuple[str, ...] = ()
     always: bool = False
     summary: str = ""
+    actionable: bool = False
+
+    @property
+    def connectable(self) -> bool:
+        """A reader can answer it with a partner: a cooperation demand, or marked so."""
+        return self.actionable or self.section == DEMAND
 
 
 @dataclass(frozen=True)

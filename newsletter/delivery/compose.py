@@ -11,7 +11,7 @@ from newsletter import addresses
 from newsletter.content.model import Issue
 from newsletter.delivery import verp
 from newsletter.delivery.verp import RowRef
-from newsletter.mail.links import read_token, recipient_links
+from newsletter.mail.links import connect_token, read_token, recipient_links
 from newsletter.mail.message import DkimKey, Envelope, dkim_sign, message_id, sender_address
 from newsletter.mail.outgoing import Outgoing
 from newsletter.mail.prepared import PreparedDigest, prepare
@@ -159,7 +159,10 @@ def personalised(ctx: IssueContext, recipient: RecipientData) -> tuple[str, Rend
     key, digest = digest_for(ctx, recipient)
     unsubscribe, preferences, _ = recipient_links(ctx.mail, recipient.token_key)
     reader = read_token(ctx.mail, recipient.token_key)
-    return key, personalise(digest, Recipient(recipient.name, unsubscribe, preferences, reader))
+    connect = connect_token(ctx.mail, recipient.token_key)
+    return key, personalise(
+        digest, Recipient(recipient.name, unsubscribe, preferences, reader, connect)
+    )
 
 
 def from_name(ctx: IssueContext, language: str) -> str:
@@ -250,7 +253,10 @@ def personal_message(
         reply_to=mail.sender.reply_to,
     )
     digest = profile.digest
-    who = Recipient(recipient.name, unsubscribe, preferences, read_token(mail, recipient.token_key))
+    who = Recipient(
+        recipient.name, unsubscribe, preferences, read_token(mail, recipient.token_key),
+        connect_token(mail, recipient.token_key),
+    )  # fmt: skip
     text_values, html_values = recipient_values(who, digest.language)
     parts = profile.prepared.parts(envelope, text_values, html_values)
     if ctx.dkim is not None:

@@ -25,3 +25,9 @@ def recipient_links(settings: Settings | MailSettings, token_key: str) -> tuple[
 def read_token(settings: Settings | MailSettings, token_key: str) -> str:
     """The subscriber's own key to a subscribers-only archive (`?r=` on every web link)."""
     return make_token(settings.secret, Purpose.READ, token_key)
+
+
+def connect_token(settings: Settings | MailSettings, token_key: str) -> str:
+    """The subscriber's key to "connect me" (`/connect/<issue>/<item>/<token>`): one per reader,
+    not per item, so a profile's digest is rendered once and the token spliced in."""
+    return make_token(settings.secret, Purpose.CONNECT, token_key)

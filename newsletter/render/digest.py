@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import jinja2
@@ -54,7 +54,12 @@ PREFERENCES_URL = "%%PREFERENCES_URL%%"
 # The reader's archive token (mail.links.read_token) inside web links: as long as the token, so
 # the text part wraps a link holding it as it will be once spliced in.
 READ_TOKEN = "%%READ_TOKEN" + "_" * 59 + "%%"
-PLACEHOLDERS = (GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, READ_TOKEN)
+# The reader's "connect me" token (mail.links.connect_token) in every demand item's link: the
+# same length as theirs, for the same reason.
+CONNECT_TOKEN = "%%CONNECT_TOKEN" + "_" * 56 + "%%"
+PLACEHOLDERS = (
+    GREETING, RECIPIENT_NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, READ_TOKEN, CONNECT_TOKEN
+)  # fmt: skip
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _PERCENTS = re.compile(r"%{2,}")
@@ -70,6 +75,11 @@ class DigestLinks:
     def archive(self, issue: Issue, language: str = "zh") -> str:
         url = archive_url(self.base_url, issue.slug, language)
         return f"{url}{'&' if '?' in url else '?'}r={READ_TOKEN}" if self.read_token else url
+
+    def connect(self, issue: Issue) -> Callable[[str], str]:
+        """An item's "connect me" link, the reader's token still a placeholder."""
+        base = f"{self.base_url.rstrip('/')}/connect/{issue.slug}"
+        return lambda item_id: f"{base}/{item_id}/{CONNECT_TOKEN}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str
     read_token: str = ""
+    connect_token: str = ""
 
 
 def one_line(text: str) -> str:
@@ -135,7 +146,10 @@ def _context(
 ) -> dict[str, object]:
     web = links.archive(issue, chrome.language)
     included = set(selection.included)
-    groups = group_items(issue, included, web=web, bodies=bodies, sectors=sectors, chrome=chrome)
+    groups = group_items(
+        issue, included, web=web, bodies=bodies, sectors=sectors, chrome=chrome,
+        connect=links.connect(issue),
+    )  # fmt: skip
     names = [sector_name(code, sectors, chrome) for code in selection.matched_sectors]
     whole = included >= {item.id for item in issue.items}
     mine = reader_sectors(selection.interests, selection.matched_sectors, sectors, chrome)
@@ -271,6 +285,9 @@ def recipient_values(recipient: Recipient, language: str) -> tuple[dict[str, str
         UNSUBSCRIBE_URL: _checked_url(one_line(recipient.unsubscribe_url)),
         PREFERENCES_URL: _checked_url(one_line(recipient.preferences_url)),
         READ_TOKEN: recipient.read_token if _TOKEN.fullmatch(recipient.read_token) else "",
+        CONNECT_TOKEN: (
+            recipient.connect_token if _TOKEN.fullmatch(recipient.connect_token) else ""
+        ),
     }
     return values, {token: html.escape(value) for token, value in values.items()}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,6 +31,7 @@ class ItemView:
     web_url: str
     read_more: str | None  # the web anchor, when the body was cut to fit the size limit
     sectors: tuple[str, ...]  # display names in the chrome language
+    connect_url: str | None = None  # "connect me" (a demand item, in a digest only)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def item_view(
     body: str,
     sectors: Mapping[str, SectorDef],
     chrome: Chrome,
+    connect: Callable[[str], str] | None = None,
 ) -> ItemView:
     link, source_text, label = _source(item.source)
     return ItemView(
@@ -125,6 +127,7 @@ def item_view(
         web_url=f"{web}#{item.id}",
         read_more=f"{web}#{item.id}" if body != item.body else None,
         sectors=tuple(sector_name(code, sectors, chrome) for code in item.sectors),
+        connect_url=connect(item.id) if connect and item.connectable else None,
     )
 
 
@@ -148,6 +151,7 @@ def group_items(
     bodies: Mapping[str, str],
     sectors: Mapping[str, SectorDef],
     chrome: Chrome,
+    connect: Callable[[str], str] | None = None,
 ) -> tuple[GroupView, ...]:
     """Included items by group and section, in section order, numbered through; no empty ones."""
     chosen = [item for item in issue.items if item.id in included]
@@ -158,9 +162,10 @@ def group_items(
         for item in (i for i in chosen if i.section == section.code):
             number += 1
             body = bodies.get(item.id, item.body)
-            views.append(
-                item_view(item, number, web=web, body=body, sectors=sectors, chrome=chrome)
+            view = item_view(
+                item, number, web=web, body=body, sectors=sectors, chrome=chrome, connect=connect
             )
+            views.append(view)
         heading = chrome.group_heading(section) if section.group_zh else ""
         groups.setdefault(heading, []).append(
             SectionView(section.code, chrome.section_heading(section), tuple(views))

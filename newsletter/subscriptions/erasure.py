@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from newsletter import cooperation_requests
 from newsletter.actors import Actor
 from newsletter.errors import ListImportError, NotFoundError
 from newsletter.models import AuditEvent, Delivery, Subscriber, SubscriberStatus
@@ -48,6 +49,8 @@ def _anonymise(session: Session, subscriber: Subscriber, *, actor: Actor) -> Non
         )  # fmt: skip
     _scrub_records(session, subscriber.id, subscriber.email)
     store.set_sectors(session, subscriber.id, ())
+    # Their "connect me" requests stay as counts by item and mission, no longer theirs.
+    cooperation_requests.anonymise(session, subscriber.id)
     subscriber.email = suppression.erased_address(subscriber.id)
     subscriber.name = subscriber.title = subscriber.consent_source = ""
     # The token key stays: an old unsubscribe link then still answers "unsubscribed".

@@ -20,7 +20,7 @@ from newsletter.models import utcnow
 from newsletter.render.environment import make_environment
 from newsletter.subscriptions.lifecycle import PreferencesError
 from newsletter.tokens import InvalidToken
-from newsletter.web import access_log, archive, links, subscribe
+from newsletter.web import access_log, archive, connect, links, subscribe
 from newsletter.web.context import WebContext, page, web_context
 from newsletter.web.limits import WebLimits
 from newsletter.web.security import CsrfError, CsrfGuard, SecurityHeaders
@@ -59,7 +59,7 @@ def create_app(
         lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
     )
     app.state.web = context
-    routers = (subscribe.router, links.router, archive.router)
+    routers = (subscribe.router, links.router, archive.router, connect.router)
     for router in routers:
         app.include_router(router)
     access_log.install(getattr(route, "path", "") for r in routers for route in r.routes)
