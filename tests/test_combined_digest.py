@@ -9,14 +9,23 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlmodel import Session, col, select
+from typer.testing import CliRunner
 
+from newsletter import directory
 from newsletter.content.issue_yaml import load_issue
 from newsletter.content.model import SECTIONS, Issue, Item
+from newsletter.interests import sectors_of
+from newsletter.models import Subscriber, utcnow
 from newsletter.render import HTML_LIMIT, DigestLinks, Recipient, make_environment, personalise
 from newsletter.render.combined import CombinedSelection, ItemKey, combine
 from newsletter.render.combined_digest import render_combined, span_label
 from newsletter.render.digest import render_digest
+from newsletter.scheduling import digests
+from newsletter.scheduling.combined_owed import owed_combined
 from newsletter.tailor import Audience, select_items
+from newsletter.testing.sink import LoopbackController
+from tests.conftest import Instance, cli, database, load_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "newsletter" / "content" / "samples" / "2020-01.yaml"
@@ -215,3 +224,50 @@ def test_several_long_issues_are_cut_at_a_paragraph_with_a_link_to_the_web_versi
     for slug, item_id in combined.carried:
         assert digest.html.count(f'id="{slug}-{item_id}"') == 1
     assert re.search(r"2020年第1-3期", digest.subject)
+
+
+# --- read from the database: what a weekly reader is owed -------------------------------------
+
+WEEKLY = "chen.hao@de-berlin.example.org"
+
+
+def test_a_weekly_reader_is_owed_both_issues_and_an_each_reader_nothing(
+    runner: CliRunner,
+    instance: Instance,
+    smtp_server: LoopbackController,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "smtp")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    active = load_sample(runner, instance)
+    second = tmp_path / "2020-02.yaml"
+    second.write_text(
+        SAMPLE.read_text(encoding="utf-8").replace("\nnumber: 1\n", "\nnumber: 2\n", 1),
+        encoding="utf-8",
+    )
+    cli(runner, instance, "issue", "import", str(second))
+    cli(runner, instance, "subscribers", "edit", WEEKLY, "--mode", "weekly", "--weekday", "MON")
+    send = ("--transport", "smtp", "--smtp-host", "127.0.0.1", "--smtp-port",
+            str(smtp_server.port))  # fmt: skip
+    cli(runner, instance, "send", "2020-01", *send)
+    cli(runner, instance, "send", "2020-02", *send)
+    each = next(a for a in sorted(active) if a != WEEKLY)
+    with database(instance) as db, Session(db) as session:
+        ids = {
+            s.email: s.id or 0
+            for s in session.exec(
+                select(Subscriber).where(col(Subscriber.email).in_([WEEKLY, each]))
+            )
+        }
+        digests.record_received(session, now=utcnow())
+        owed = owed_combined(session, [ids[WEEKLY], ids[each]], now=utcnow())
+        berlin = directory.embassies(session).get("de-berlin")
+        who = digests.audience(berlin, sectors_of(session, [ids[WEEKLY]]).get(ids[WEEKLY], ()))
+    weekly = owed[ids[WEEKLY]]
+    assert [p.issue.slug for p in weekly.parts] == ["2020-01", "2020-02"]
+    for part in weekly.parts:
+        assert part.carried == select_items(part.issue, who).included
+    assert owed[ids[each]].empty  # both issues reached them already, and are in the ledger
+    digest = render_combined(weekly, language="zh", sectors={}, links=LINKS, env=ENV)
+    assert "2020年第1-2期" in digest.subject

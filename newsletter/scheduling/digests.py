@@ -200,30 +200,10 @@ def enqueue_digest(
     audiences = {s: audience(embassies.get(e), sectors.get(s, ())) for s, e in subscribers}
     opens = _opening_times(session, subscribers, now) if working_days else {}
     received = _received(session, [s for s, _ in subscribers])
-    issues = session.exec(
-        select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))
-    ).all()
-    items = _items_by_issue(session, [i.id for i in issues if i.id is not None])
-    published = _first_sent(session)
-    newest = latest_published(published)
-    joined = _joined(session, [s for s, _ in subscribers])
     outcome = DigestOutcome()
-    for issue in issues:
-        assert issue.id is not None
-        latest = session.exec(
-            select(Campaign)
-            .where(Campaign.issue_id == issue.id, col(Campaign.rehearsal).is_(False))
-            .order_by(col(Campaign.id).desc())
-        ).first()
-        if not _digest_may_use(session, latest):
-            continue
-        already = _in_ledger(session, latest)
-        first = published.get(issue.id)
-        allowed = {
-            s: who for s, who in audiences.items()
-            if may_receive(first, joined[s], latest=issue.id == newest, now=now, catch_up=catch_up)
-        }  # fmt: skip
-        owed = owed_subscribers(items.get(issue.id, []), allowed, received, already)
+    for eligible in eligible_issues(session, audiences, now=now, catch_up=catch_up):
+        issue, latest = eligible.issue, eligible.latest
+        owed = owed_subscribers(eligible.items, eligible.allowed, received, eligible.already)
         if owed:
             # The issue's own campaign: its ledger (one row per subscriber) forbids a repeat.
             campaign = latest or open_campaign(session, issue)[0]
@@ -233,6 +213,54 @@ def enqueue_digest(
             outcome.deferred += sum(1 for s in owed if s in opens)
             outcome.per_issue[issue.slug] = len(owed)
     return outcome
+
+
+@dataclass(frozen=True)
+class Eligible:
+    """One issue a digest run may use, with the subscribers allowed it and not in its ledger."""
+
+    issue: IssueRecord
+    latest: Campaign | None  # its newest campaign (rehearsals aside), None before any send
+    allowed: dict[int, Audience]  # who may receive it (arrival rules), with their audience
+    already: set[int]  # subscribers its ledger has (sent, sending, or decided against)
+    items: list[ItemRecord]
+
+
+def eligible_issues(
+    session: Session,
+    audiences: dict[int, Audience],
+    *,
+    now: dt.datetime,
+    catch_up: dt.timedelta = DEFAULT_CATCH_UP,
+) -> list[Eligible]:
+    """The imported issues, in publication order, a digest run may use for these subscribers:
+    not held by staff nor by a plan still to come; each with who may receive it."""
+    issues = session.exec(
+        select(IssueRecord).order_by(col(IssueRecord.year), col(IssueRecord.number))
+    ).all()
+    items = _items_by_issue(session, [i.id for i in issues if i.id is not None])
+    published = _first_sent(session)
+    newest = latest_published(published)
+    joined = _joined(session, list(audiences))
+    out = []
+    for issue in issues:
+        assert issue.id is not None
+        latest = session.exec(
+            select(Campaign)
+            .where(Campaign.issue_id == issue.id, col(Campaign.rehearsal).is_(False))
+            .order_by(col(Campaign.id).desc())
+        ).first()
+        if not _digest_may_use(session, latest):
+            continue
+        first = published.get(issue.id)
+        allowed = {
+            s: who for s, who in audiences.items()
+            if may_receive(first, joined[s], latest=issue.id == newest, now=now, catch_up=catch_up)
+        }  # fmt: skip
+        out.append(
+            Eligible(issue, latest, allowed, _in_ledger(session, latest), items.get(issue.id, []))
+        )
+    return out
 
 
 def _first_sent(session: Session) -> dict[int, dt.datetime | None]:
