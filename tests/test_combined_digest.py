@@ -179,6 +179,10 @@ def test_two_owed_issues_are_one_mail_grouped_by_issue_each_item_once() -> None:
     left_out = combined.parts[1].left_out[0]
     assert f"{BASE}/archive/2020-02#{left_out}" in html
     assert "这几期的其他内容" in html
+    # A demand item can be answered from the combined mail as from its own issue's.
+    demand = next(k for k in combined.carried if k[1] == "beijing-application-scenarios")
+    connect = f"{BASE}/connect/{demand[0]}/{demand[1]}/"
+    assert html.count(connect) == 1 and text.count(connect) == 1
 
 
 def test_an_english_reader_gets_the_span_in_english() -> None:

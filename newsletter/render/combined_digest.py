@@ -155,8 +155,9 @@ def _context(
         web = links.archive(issue, chrome.language)
         mine = {i: b for (slug, i), b in bodies.items() if slug == issue.slug}
         groups = group_items(
-            issue, set(part.carried), web=web, bodies=mine, sectors=sectors, chrome=chrome
-        )
+            issue, set(part.carried), web=web, bodies=mine, sectors=sectors, chrome=chrome,
+            connect=links.connect(issue),
+        )  # fmt: skip
         label = chrome.issue_label(issue)
         parts.append(PartView(label, chrome.date_label(issue), web, _anchored(groups, issue.slug)))
         # What tailoring left out; what they already received is not listed again.
