@@ -1,7 +1,8 @@
-"""Login (password, then code), logout and the first dashboard: POST, 303, GET, no script."""
+"""Login (password, then code), logout and the dashboard: POST, 303, GET, no script."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -10,8 +11,11 @@ from starlette.responses import Response
 
 from newsletter import credentials
 from newsletter.console.context import console, see_other
-from newsletter.roles import ALL_MISSIONS, Role
-from newsletter.services import logins
+from newsletter.roles import ALL_MISSIONS, Access, Permission, Role, access
+from newsletter.scheduling.plans import BEIJING
+from newsletter.scheduling.rules import in_local_time
+from newsletter.services import approvals, audit_search, logins
+from newsletter.services import dashboard as dashboards
 from newsletter.services.logins import Outcome
 
 router = APIRouter(prefix="/admin")
@@ -24,19 +28,62 @@ TextField = Annotated[str, Form(max_length=400)]
 
 @router.get("")
 def dashboard(request: Request) -> Response:
+    """What is coming, under way and waiting for someone, within the reader's missions."""
     ctx = console(request)
     who = logins.who(ctx.settings, ctx.session_token(request), now=ctx.clock(), db=ctx.engine)
     if who is None:
         return see_other("/admin/login")
     roles = list(dict.fromkeys(g.role for g in who.grants))
     missions = list(dict.fromkeys(g.mission for g in who.grants))
+    now = ctx.clock()
+    seen = dashboards.dashboard(ctx.settings, who.scope(Permission.REPORTS), now=now, db=ctx.engine)
+    waiting = []
+    if who.can(Permission.APPROVE_CAMPAIGN) or who.can(Permission.REQUEST_CAMPAIGN):
+        waiting = approvals.list_requests(ctx.settings, states=("requested",), db=ctx.engine)
+    activity = []
+    if access(who.grants, Permission.AUDIT) != Access.NONE:
+        latest = audit_search.search(
+            ctx.settings, audit_search.AuditQuery(), audit_search.visibility(who.grants, who.email),
+            db=ctx.engine,
+        )  # fmt: skip
+        activity = latest.events[:RECENT]
     values = {
         "who": who,
         "roles": [Role(r).label for r in roles],
         "missions": missions,
         "all_missions": ALL_MISSIONS in missions,
+        "upcoming": [{**_two_clocks(u.fire_at, u.timezone), "plan": u} for u in seen.upcoming],
+        "in_flight": seen.in_flight,
+        "unknown": seen.unknown,
+        "missed": [{**_two_clocks(m.fire_at, m.timezone), "plan": m} for m in seen.missed],
+        "unread_missions": seen.unread_missions,
+        "waiting": waiting,
+        "activity": activity,
+        "state_labels": STATE_LABELS,
+        "campaign_labels": CAMPAIGN_LABELS,
     }
     return ctx.page(request, "dashboard.html.j2", values, form="logout", session=who.session_id)
+
+
+RECENT = 10
+STATE_LABELS = {
+    "queued": "排队 Queued", "sending": "发送中 Sending", "retry": "重试 Retry",
+    "sent": "已送达 Sent", "failed": "失败 Failed", "unknown": "未知 Unknown",
+    "skipped": "跳过 Skipped",
+}  # fmt: skip
+CAMPAIGN_LABELS = {
+    "scheduled": "已排期 Scheduled", "sending": "发送中 Sending", "paused": "已暂停 Paused",
+}  # fmt: skip
+
+
+def _two_clocks(utc: dt.datetime, timezone: str) -> dict[str, str]:
+    """A planned instant as staff read it: Beijing, and the mission's own clock."""
+    local = in_local_time(utc, timezone)
+    return {
+        "beijing": in_local_time(utc, BEIJING).strftime("%m-%d %H:%M"),
+        "local": local.strftime("%m-%d %H:%M"),
+        "timezone": timezone,
+    }
 
 
 @router.get("/login")
