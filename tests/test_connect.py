@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -299,3 +300,22 @@ def test_a_diplomat_answers_a_demand_from_a_phone_in_two_taps(
                 process.wait()
     [made] = _json(runner, instance, "requests", "list")
     assert (made["item"], made["email"], made["note"]) == (DEMAND, ZH, "")
+
+
+def test_actionable_marks_any_item_for_connect_me_and_survives_a_round_trip() -> None:
+    from newsletter.content.issue_yaml import IssueFileError, dump_issue, load_issue
+
+    text = sample_issue_path().read_text(encoding="utf-8")
+    marked = text.replace(
+        "  - id: siat-soft-robot-morphology\n",
+        "  - id: siat-soft-robot-morphology\n    actionable: true\n",
+    )
+    assert marked != text
+    issue = load_issue(marked, source="issue.yaml")
+    by_id = {item.id: item for item in issue.items}
+    assert by_id["siat-soft-robot-morphology"].connectable  # a research item, marked
+    assert by_id[DEMAND].connectable and not by_id[DEMAND].actionable  # every demand item
+    assert not by_id["hightech-zones-opinions"].connectable
+    assert load_issue(dump_issue(issue), source="again") == issue
+    with pytest.raises(IssueFileError, match=r"actionable.*must be true or false"):
+        load_issue(marked.replace("actionable: true", "actionable: maybe"), source="issue.yaml")
