@@ -94,6 +94,7 @@ def listed(
     mission: str | None = None,
     state: str | None = None,
     request_id: int | None = None,
+    subscriber_id: int | None = None,
 ) -> list[Listed]:
     query = (
         select(CooperationRequest, IssueRecord.slug, Subscriber)
@@ -108,6 +109,8 @@ def listed(
         query = query.where(CooperationRequest.state == state)
     if request_id is not None:
         query = query.where(CooperationRequest.id == request_id)
+    if subscriber_id is not None:
+        query = query.where(CooperationRequest.subscriber_id == subscriber_id)
     rows = session.exec(query.order_by(col(CooperationRequest.id))).all()
     return [
         Listed(row, slug, who.email if who else "", who.name if who else "")

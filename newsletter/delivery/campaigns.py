@@ -34,10 +34,11 @@ from newsletter.states import (
 
 __all__ = [
     "CampaignStateError", "LEDGER_STATES", "CANCELLED_REPLY", "MISSED_REPLY", "CampaignPausedError",
-    "CampaignSummary", "Cancelled", "LedgerRow", "campaigns_with_work", "cancel", "counts",
-    "counts_by_embassy", "enqueue_active", "get_campaign", "ledger", "list_summaries", "mark_lost_unknown",
-    "open_campaign", "pause", "prepare_send", "requeue_failed", "requeue_unknown", "resume",
-    "settle", "summarise", "take_back_unsent", "taken_back", "under_way",
+    "CampaignSummary", "Cancelled", "LedgerRow", "Received", "campaigns_with_work", "cancel",
+    "counts", "counts_by_embassy", "deliveries_of", "enqueue_active", "get_campaign", "ledger",
+    "list_summaries", "mark_lost_unknown", "open_campaign", "pause", "prepare_send",
+    "requeue_failed", "requeue_unknown", "resume", "settle", "summarise", "take_back_unsent",
+    "taken_back", "under_way",
 ]  # fmt: skip
 
 
@@ -427,3 +428,25 @@ def campaigns_with_work(session: Session, now: dt.datetime | None = None) -> lis
         .order_by(col(Campaign.id))
     ).all()
     return [(int(cid), str(slug)) for cid, slug in rows if cid is not None]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One issue's delivery to one subscriber, as their own data export shows it."""
+
+    issue: str
+    state: str
+    sent_at: dt.datetime | None
+    reply: str
+
+
+def deliveries_of(session: Session, subscriber_id: int) -> list[Received]:
+    """Every ledger row of one subscriber, real sends only (rehearsals delivered nothing)."""
+    rows = session.exec(
+        select(IssueRecord.slug, Delivery.state, Delivery.sent_at, Delivery.reply)
+        .join(Campaign, col(Campaign.id) == col(Delivery.campaign_id))
+        .join(IssueRecord, col(IssueRecord.id) == col(Campaign.issue_id))
+        .where(Delivery.subscriber_id == subscriber_id, col(Campaign.rehearsal).is_(False))
+        .order_by(col(Delivery.id))
+    ).all()
+    return [Received(str(slug), str(state), sent, reply or "") for slug, state, sent, reply in rows]

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter import addresses, directory, interests, runtime
+from newsletter import addresses, cooperation_requests, directory, interests, runtime
 from newsletter.actors import Actor, Scope
 from newsletter.config import Settings
 from newsletter.db import Engine, Session
+from newsletter.delivery import campaigns
 from newsletter.delivery.transports import deliver
 from newsletter.errors import ListImportError, NewsletterError, NotFoundError
 from newsletter.mail.subscription import MailKind, MailRequest, subscription_message
@@ -138,6 +139,41 @@ def _details(session: Session, subscriber: Subscriber, *, history: bool) -> Subs
             for e in events
         ),
     )  # fmt: skip
+
+
+def personal_data(session: Session, subscriber: Subscriber) -> dict[str, object]:
+    """What the system holds about one person, for them to download (their preferences page):
+    their fields and sectors, every recorded change, every delivery and every "connect me".
+
+    In the caller's session: the preferences page reads it under the link it has verified.
+    """
+    details = _details(session, subscriber, history=True)
+    assert subscriber.id is not None
+    requests = [r.row for r in cooperation_requests.listed(session, subscriber_id=subscriber.id)]
+    return {
+        "subscriber": {
+            "email": details.email, "name": details.name, "title": details.title,
+            "mission": details.embassy, "sectors": list(details.sectors),
+            "language": details.language, "status": details.status,
+            "delivery_mode": subscriber.delivery_mode, "paused_until": subscriber.paused_until,
+            "consent_source": details.consent_source, "created_at": details.created_at,
+            "confirmed_at": details.confirmed_at, "status_changed_at": details.status_changed_at,
+        },
+        "history": [
+            {"at": e.at, "action": e.action, "old_status": e.old_status,
+             "new_status": e.new_status, "via": e.via, "detail": e.detail}
+            for e in details.history
+        ],
+        "deliveries": [
+            {"issue": d.issue, "state": d.state, "sent_at": d.sent_at, "reply": d.reply}
+            for d in campaigns.deliveries_of(session, subscriber.id)
+        ],
+        "cooperation_requests": [
+            {"item": r.item_id, "mission": r.mission, "organisation": r.organisation,
+             "country": r.country, "note": r.note, "state": r.state, "at": r.created_at}
+            for r in requests
+        ],
+    }  # fmt: skip
 
 
 def show_subscriber(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from newsletter import directory, interests
 from newsletter.mail.links import recipient_links
 from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.services import subscribers
 from newsletter.subscriptions import lifecycle, store, suppression
 from newsletter.subscriptions.lifecycle import Actor
 from newsletter.tokens import Purpose
@@ -128,6 +130,24 @@ def preferences_page(
         db, web.secret, token, Purpose.PREFERENCES, now=web.clock()
     )
     return _preferences_page(web, request, db, subscriber, saved=saved)
+
+
+@router.get("/preferences/{token}/data.json")
+def personal_data(token: str, web: Web, db: Db) -> Response:
+    """What the system holds about the person whose link this is, as a JSON download."""
+    subscriber, _ = lifecycle.from_token(
+        db, web.secret, token, Purpose.PREFERENCES, now=web.clock()
+    )
+    body = json.dumps(
+        subscribers.personal_data(db, subscriber), ensure_ascii=False, indent=2, default=str
+    )
+    return Response(
+        body, media_type="application/json; charset=utf-8",
+        headers={
+            "content-disposition": 'attachment; filename="my-newsletter-data.json"',
+            "cache-control": "private, no-store", "x-robots-tag": "noindex",
+        },
+    )  # fmt: skip
 
 
 @router.post("/preferences/{token}", response_model=None)
