@@ -6,12 +6,9 @@ import email
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
@@ -22,44 +19,14 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-from tests.conftest import IN_CI, Instance, make_instance
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-WIDTH = 320
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WIDTH
+from tests.chromium import fits as _fits
+from tests.chromium import need_chromium as _need_chromium
+from tests.conftest import Instance, make_instance
+from tests.processes import free_port as _free_port
+from tests.processes import wait_until_responds as _wait_until_responds
 
 pytestmark = pytest.mark.browser
-
-
-def _need_chromium() -> None:
-    if CHROMIUM.is_file():
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_responds(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"newsletter serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    pytest.fail(f"newsletter serve did not answer {url} within 30 s:\n{log.read_text()}")
 
 
 @dataclass
@@ -120,12 +87,6 @@ def _show(runner: CliRunner, instance: Instance, address: str) -> dict[str, Any]
     )
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
-
-
-def _fits(page: Any) -> None:
-    """Nothing sticks out sideways at 320 px: no horizontal scrolling."""
-    width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= WIDTH, f"{page.url} is {width}px wide"
 
 
 def test_subscribe_confirm_preferences_unsubscribe_in_chromium(

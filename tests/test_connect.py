@@ -24,16 +24,12 @@ from newsletter.models import AdminEvent, CooperationRequest, Subscriber
 from newsletter.testing.sink import LoopbackController
 from newsletter.tokens import Purpose, make_token
 from newsletter.web import create_app
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WIDTH
+from tests.chromium import fits as _fits
+from tests.chromium import need_chromium as _need_chromium
 from tests.conftest import Instance, cli, database, fails, make_instance
-from tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    WIDTH,
-    _fits,
-    _free_port,
-    _need_chromium,
-    _wait_until_responds,
-)
+from tests.processes import free_port as _free_port
+from tests.processes import wait_until_responds as _wait_until_responds
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -29,7 +29,7 @@ from newsletter.services.actors import Actor, Scope
 from newsletter.testing.sink import LoopbackController
 from newsletter.web import create_app
 from tests.conftest import Instance, cli, database, fails, invoke, load_sample
-from tests.test_run import NEWSLETTER, Daemon, wait_for
+from tests.processes import NEWSLETTER, Daemon, wait_for
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 

@@ -6,16 +6,10 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,47 +17,7 @@ from typer.testing import CliRunner
 from newsletter.models import utcnow
 from newsletter.testing.sink import LoopbackController
 from tests.conftest import Instance, at_in, cli, load_sample, plans_json
-
-NEWSLETTER = Path(sys.executable).parent / "newsletter"
-TIMEOUT = 30.0
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-class Daemon:
-    """One `newsletter run` subprocess; its stderr goes to a file the test reads."""
-
-    def __init__(self, instance: Instance, env: dict[str, str], name: str, *args: str) -> None:
-        self.log = instance.dir / f"{name}.stderr"
-        with self.log.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [str(NEWSLETTER), "--config", str(instance.config), "run", *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-            )  # fmt: skip
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def says(self, text: str, timeout: float = TIMEOUT) -> None:
-        wait_for(lambda: text in self.output, f"{text!r} in\n{self.output}", timeout)
-
-    def leads(self) -> None:
-        self.says("this process fires jobs")
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(TIMEOUT)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(TIMEOUT)
+from tests.processes import Daemon, free_port, wait_for
 
 
 @pytest.fixture
@@ -236,12 +190,6 @@ def test_two_daemons_on_postgresql_send_each_recipient_once(
     assert received(smtp_server) == Counter([*active, "late.joiner@example.org"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.skipif(
     importlib.util.find_spec("newsletter.web") is None, reason="newsletter.web not written yet"
 )
@@ -249,7 +197,7 @@ def _free_port() -> int:
 def test_run_with_web_serves_pages_and_stops_on_sigterm(
     runner: CliRunner, instance: Instance, daemons: Callable[..., Daemon]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     daemon = daemons("--web", "--port", str(port))
     daemon.leads()
 
