@@ -113,6 +113,32 @@ def _link(slug: str, params: list[tuple[str, str]], view: dict[str, str]) -> str
     return f"/admin/issues/{slug}/preview?{urlencode([*params, *view.items()])}"
 
 
+def _rendered(
+    request: Request,
+    slug: str,
+    subscriber: str,
+    mission: str,
+    sectors: list[str] | None,
+    language: str,
+) -> previews.Rendering | Response:
+    """The preview the query names, or the page that refuses it (no such issue or reader)."""
+    ctx = console(request)
+    who = allowed(request, Permission.READ_ISSUES)
+    if not isinstance(who, Who):
+        return who
+    try:
+        return previews.render_preview(
+            ctx.settings, slug, scope=who.scope(Permission.READ_ISSUES),
+            subscriber=subscriber.strip() or None,
+            audience=_audience(mission, [s for s in sectors or [] if s], language),
+            db=ctx.engine,
+        )  # fmt: skip
+    except NotFoundError as exc:
+        return refused(request, NO_ISSUE if exc.kind == "issue" else NOBODY, 404)
+    except NewsletterError as exc:
+        return refused(request, str(exc), 422)
+
+
 @router.get("/{slug}/preview.html")
 def preview_frame(
     request: Request,
@@ -123,21 +149,9 @@ def preview_frame(
     language: Param = "zh",
 ) -> Response:
     """The digest's HTML alone, for the preview page's frame, under `FRAME_CSP`."""
-    ctx = console(request)
-    who = allowed(request, Permission.READ_ISSUES)
-    if not isinstance(who, Who):
-        return who
-    try:
-        rendering = previews.render_preview(
-            ctx.settings, slug, scope=who.scope(Permission.READ_ISSUES),
-            subscriber=subscriber.strip() or None,
-            audience=_audience(mission, [s for s in sectors or [] if s], language),
-            db=ctx.engine,
-        )  # fmt: skip
-    except NotFoundError as exc:
-        return refused(request, NO_ISSUE if exc.kind == "issue" else NOBODY, 404)
-    except NewsletterError as exc:
-        return refused(request, str(exc), 422)
+    rendering = _rendered(request, slug, subscriber, mission, sectors, language)
+    if isinstance(rendering, Response):
+        return rendering
     return Response(
         rendering.html, media_type="text/html; charset=utf-8",
         headers={FRAME_MARK.decode(): "1"},
@@ -153,21 +167,9 @@ def preview_eml(
     sectors: Sectors = None,
     language: Param = "zh",
 ) -> Response:
-    ctx = console(request)
-    who = allowed(request, Permission.READ_ISSUES)
-    if not isinstance(who, Who):
-        return who
-    try:
-        rendering = previews.render_preview(
-            ctx.settings, slug, scope=who.scope(Permission.READ_ISSUES),
-            subscriber=subscriber.strip() or None,
-            audience=_audience(mission, [s for s in sectors or [] if s], language),
-            db=ctx.engine,
-        )  # fmt: skip
-    except NotFoundError as exc:
-        return refused(request, NO_ISSUE if exc.kind == "issue" else NOBODY, 404)
-    except NewsletterError as exc:
-        return refused(request, str(exc), 422)
+    rendering = _rendered(request, slug, subscriber, mission, sectors, language)
+    if isinstance(rendering, Response):
+        return rendering
     return Response(
         rendering.eml, media_type="message/rfc822",
         headers={"content-disposition": f'attachment; filename="{slug}-preview.eml"'},
