@@ -173,7 +173,7 @@ def test_the_wizard_shows_the_audience_and_plans_before_anything_is_saved(
     assert f'<option value="{SLUG}">{SLUG}</option>' in start.text
     page = editor.get("/admin/campaigns/new", params={"issue": SLUG})
     assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
-    assert '收件人 <span lang="en">Audience</span>' in page.text
+    assert '收件人' in page.text
     assert "<tr><td>de-berlin</td><td>5</td></tr>" in page.text  # six on the list, one gone
     assert "<tr><td>not active (unsubscribed)</td><td>1</td></tr>" in page.text
     local = editor.get("/admin/campaigns/new", params={
@@ -206,7 +206,7 @@ def test_a_publisher_approves_an_editors_request_and_it_is_scheduled(
     queue = people["publisher"].get("/admin/approvals")
     assert (
         f"#{request.id} {SLUG}" in queue.text
-        and '批准 <span lang="en">Approve</span>' in queue.text
+        and '批准' in queue.text
     )
     done = _approve(people, "publisher", request.id or 0)
     assert done.status_code == 303, done.text
@@ -261,7 +261,7 @@ def test_approving_asks_for_a_fresh_code_after_ten_minutes(
     assert asked.headers["location"] == "/admin/stepup?next=%2Fadmin%2Fapprovals"
     assert _only_request(engine).state == "requested"
     page = publisher.get(asked.headers["location"])
-    assert '<label for="code">验证码 <span lang="en">Code</span></label>' in page.text
+    assert '<label for="code">验证码</label>' in page.text
     wrong = publisher.post("/admin/stepup", data={"code": "000000", "next": "/admin/approvals",
                                                   "csrf": csrf_of(page.text)})  # fmt: skip
     assert wrong.status_code == 401
@@ -392,7 +392,7 @@ def test_take_back_missed_sends_the_rows_a_closed_window_skipped(
         session.commit()
     publisher = people["publisher"]
     page = publisher.get(path)
-    assert "补发错过的" in page.text and "Take back missed" in page.text
+    assert "补发错过的" in page.text
     clock.advance(minutes=11)  # it sends mail: a fresh code first
     asked = publisher.post(f"{path}/take-back", data={"csrf": csrf_of(page.text)})
     assert asked.headers["location"].startswith("/admin/stepup")
@@ -498,12 +498,12 @@ def _answers(url: str) -> bool:
 
 def _browser_login(page: Any, url: str, email: str, secret: str) -> None:
     page.goto(f"{url}/admin")
-    page.get_by_label("邮箱 Email").fill(email)
-    page.get_by_label("密码 Password").fill(PASSWORD)
-    page.get_by_role("button", name="登录 Log in").click()
+    page.get_by_label("邮箱").fill(email)
+    page.get_by_label("密码").fill(PASSWORD)
+    page.get_by_role("button", name="登录").click()
     page.wait_for_selector("h1:has-text('两步验证')")
-    page.get_by_label("验证码 Code").fill(pyotp.TOTP(secret).now())
-    page.get_by_role("button", name="验证 Verify").click()
+    page.get_by_label("验证码").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="验证").click()
     page.wait_for_selector("h1:has-text('首页')")
 
 
@@ -558,14 +558,14 @@ def test_in_chromium_an_editor_requests_a_publisher_approves_and_it_goes_out(
                 page.goto(f"{url}/admin/campaigns/new?issue={SLUG}")
                 assert page.locator("html").get_attribute("lang") == "zh-CN"
                 _fits(page)
-                page.get_by_label("批准后立即发送 Now, once approved").check()
-                page.get_by_role("button", name="预览计划 Show the plans").click()
-                page.get_by_role("button", name="提交审批 Submit for approval").click()
+                page.get_by_label("批准后立即发送").check()
+                page.get_by_role("button", name="预览计划").click()
+                page.get_by_role("button", name="提交审批").click()
                 page.wait_for_selector("h1:has-text('签发')")
                 assert f"#1 {SLUG}" in page.content()
                 # An editor may withdraw their request, never approve it.
-                assert page.get_by_role("button", name="撤回 Withdraw").count() == 1
-                assert page.get_by_role("button", name="批准 Approve").count() == 0
+                assert page.get_by_role("button", name="撤回").count() == 1
+                assert page.get_by_role("button", name="批准").count() == 0
                 _fits(page)
 
                 live = browser.new_context(viewport=size, java_script_enabled=True)
@@ -576,8 +576,8 @@ def test_in_chromium_an_editor_requests_a_publisher_approves_and_it_goes_out(
                 )
                 _browser_login(watcher, url, ROLES["publisher"][0], secrets["publisher"])
                 watcher.goto(f"{url}/admin/approvals")
-                watcher.get_by_label("意见 Comment").fill("同意发出 approved")
-                watcher.get_by_role("button", name="批准 Approve").click()
+                watcher.get_by_label("意见").fill("同意发出 approved")
+                watcher.get_by_role("button", name="批准").click()
                 watcher.wait_for_selector("h1:has-text('发送')")
                 _fits(watcher)
                 # No reload: the stream moves the counts and the state to the end.
@@ -588,7 +588,7 @@ def test_in_chromium_an_editor_requests_a_publisher_approves_and_it_goes_out(
 
                 # Without JavaScript the refresh link shows the same.
                 page.goto(watcher.url)
-                page.get_by_role("link", name="刷新 Refresh").click()
+                page.get_by_role("link", name="刷新").click()
                 assert "finished" in page.locator("#campaign-state").inner_text()
             finally:
                 browser.close()

@@ -134,14 +134,14 @@ def test_the_dashboard_shows_the_plan_the_pause_reason_and_the_waiting_approval(
 
     flight = section(page, "flight")
     assert f"#{desk.campaign} {SLUG}" in flight
-    assert "已暂停 Paused" in flight and "Reason : paused by staff" in flight
+    assert "已暂停 Paused" in flight and "原因: paused by staff" in flight
     assert f"排队 Queued: {total} / {total}" in flight
 
     attention = section(page, "attention")
-    assert f"Approval waiting : {SLUG}" in attention and "li.wei@example.org" in attention
+    assert f"待签发: {SLUG}" in attention and "li.wei@example.org" in attention
     assert "staff.login" in section(page, "recent")
     # An editor sees the approval waiting too: it is their request.
-    assert f"Approval waiting : {SLUG}" in section(desk.page("editor"), "attention")
+    assert f"待签发: {SLUG}" in section(desk.page("editor"), "attention")
 
 
 def test_a_liaison_sees_only_their_missions(desk: Desk, engine: Engine) -> None:
@@ -152,7 +152,7 @@ def test_a_liaison_sees_only_their_missions(desk: Desk, engine: Engine) -> None:
     assert "fr-paris" not in page
     flight = section(page, "flight")
     assert f"排队 Queued: {berlin} / {berlin}" in flight and "paused by staff" in flight
-    assert "Approval waiting" not in page  # sign-off is not a liaison's business
+    assert "待签发:" not in page  # sign-off is not a liaison's business
     activity = section(page, "recent")
     assert "berlin@example.org" in activity
     assert "li.wei@example.org" not in activity and "wang.fang@example.org" not in activity
@@ -174,9 +174,9 @@ def test_unknown_rows_and_missions_nobody_reads_need_attention(desk: Desk, engin
         ]  # fmt: skip
     assert unread, "the sample lists leave some missions without readers"
     attention = section(desk.page("publisher"), "attention")
-    assert f"#{desk.campaign}: 1 行状态未知 1 rows in state unknown" in attention
+    assert f"#{desk.campaign}: 1 行状态未知" in attention
     for code in unread:
-        assert f"{code}: 没有在订的订阅者 no active subscriber" in attention
+        assert f"{code}: 没有在订的订阅者" in attention
     liaison = section(desk.page("liaison"), "attention")
-    assert "1 rows in state unknown" in liaison
+    assert "1 行状态未知" in liaison
     assert not any(code in liaison for code in unread)

@@ -12,10 +12,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.config import Settings
+from newsletter.console import i18n
 from newsletter.console.security import Csrf, Network, is_loopback
 from newsletter.db import Engine
 from newsletter.render.environment import default_templates_dir
-from newsletter.services.logins import Client
+from newsletter.services import logins
+from newsletter.services.logins import Client, Who
 
 SESSION_COOKIE = "nl_admin"
 NONCE_COOKIE = "nl_admin_csrf"
@@ -26,10 +28,12 @@ def environment(override: Path | None) -> jinja2.Environment:
     folders = [default_templates_dir() / "admin"]
     if override is not None:
         folders.insert(0, override / "admin")
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(f) for f in folders]),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )  # fmt: skip
+    i18n.install(env)
+    return env
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class Console:
         """A page; `form` names the form whose CSRF token it carries (bound to `session`)."""
         nonce, new = self.nonce(request)
         token = self.csrf.token(form, nonce, session) if form else ""
-        html = self.env.get_template(template).render(**values, csrf=token)
+        language = self.language(request, values, nonce)
+        html = self.env.get_template(template).render(**values, **language, csrf=token)
         response = HTMLResponse(html, status_code=status)
         if new:
             response.set_cookie(
@@ -100,6 +105,29 @@ class Console:
                 secure=self.secure(request), path="/",
             )  # fmt: skip
         return response
+
+    def language(
+        self, request: Request, values: Mapping[str, object], nonce: str
+    ) -> dict[str, object]:
+        """The page's language (the staff member's choice) and, when signed in, its toggle."""
+        who = values.get("who")
+        if not isinstance(who, Who):
+            token = self.session_token(request)
+            who = (
+                logins.who(self.settings, token, now=self.clock(), db=self.engine)
+                if token
+                else None
+            )
+        locale = i18n.normal(who.locale if who is not None else None)
+        toggle: dict[str, str] | None = None
+        if who is not None:
+            # Back to this page after the switch; a POST's result page has no address to reload.
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            toggle = {
+                "csrf": self.csrf.token("locale", nonce, who.session_id),
+                "next": here if request.method == "GET" else "/admin",
+            }
+        return {i18n.LOCALE_KEY: locale, "html_lang": i18n.HTML_LANG[locale], "locale_form": toggle}
 
 
 def console(request: Request) -> Console:

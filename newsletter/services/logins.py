@@ -69,6 +69,7 @@ class Who:
     grants: tuple[Grant, ...]
     session_id: str  # the session's hash: what the CSRF tokens are bound to
     mfa_at: dt.datetime
+    locale: str = "zh"  # the console language they chose (CONSOLE section 1.5)
 
     @property
     def actor(self) -> Actor:
@@ -276,7 +277,7 @@ def who(
             session.add(row)
         return Who(
             user.email, user.name, accounts.grants_of(session, row.staff_id), row.id,
-            _aware(row.mfa_at),
+            _aware(row.mfa_at), user.locale,
         )  # fmt: skip
 
 

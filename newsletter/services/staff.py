@@ -218,3 +218,31 @@ def reset_2fa(
         accounts.revoke_all(session, user.id, utcnow())
         audit.record(session, actor, "staff.reset-2fa", target=f"staff:{user.email}")
         return Enrolled(user.email, accounts.grants_of(session, user.id), enrolment)
+
+
+LOCALES = ("zh", "en")  # the console's languages: Chinese first, English on the toggle
+
+
+def set_locale(
+    settings: Settings,
+    email: str,
+    locale: str,
+    *,
+    actor: Actor,
+    ip: str = "",
+    db: Engine | None = None,
+) -> StaffView:
+    """The console language `email` sees from now on, kept on their account across logins."""
+    if locale not in LOCALES:
+        raise StaffError(f"unknown console language {locale!r}: choose one of {', '.join(LOCALES)}")
+    with unit_of_work(settings, db) as session:
+        user = _user(session, email)
+        if user.locale != locale:
+            before = user.locale
+            user.locale = locale
+            accounts.save(session, user)
+            audit.record(
+                session, actor, "staff.locale", target=f"staff:{user.email}",
+                detail={"before": before, "after": locale}, ip=ip,
+            )  # fmt: skip
+        return _view(session, user)
