@@ -329,6 +329,8 @@ def test_run_waits_out_a_locked_database_sets_a_broken_campaign_aside_and_keeps_
         NEWSLETTER_DATABASE_URL=f"sqlite:///{database}?timeout=0.5",
         NEWSLETTER_SCHEDULE__POLL_SECONDS="0.2",
         NEWSLETTER_SCHEDULE__LOCK_RETRY_SECONDS="0.3",
+        # A public archive: the page reads the database without a reader's token.
+        NEWSLETTER_ARCHIVE__VISIBILITY="public",
     )
 
     def archive() -> int:
