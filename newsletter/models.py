@@ -399,3 +399,17 @@ class CooperationRequest(SQLModel, table=True):
     staff_note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class IssueRevision(SQLModel, table=True):
+    """One saved text of an issue (an import or a YAML edit), numbered from 1 per issue."""
+
+    __tablename__ = "issue_revision"
+    __table_args__ = (UniqueConstraint("issue_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id")
+    number: int
+    source_yaml: str = Field(sa_column=Column(Text, nullable=False))
+    saved_by: str = Field(default="", max_length=340)  # the actor's label: staff e-mail, OS user
+    saved_at: dt.datetime = Field(default_factory=utcnow)

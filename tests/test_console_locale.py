@@ -39,6 +39,8 @@ PAGES = {
     "/admin/approvals": ("待签发", "Waiting"),
     f"/admin/campaigns/new?issue={SLUG}": ("选择一种", "Choose one"),
     "/admin/stepup?next=/admin/approvals": ("再次验证", "Confirm it is you"),
+    f"/admin/issues/{SLUG}/revisions": ("保存人", "Saved by"),
+    f"/admin/issues/{SLUG}/revisions/1": ("比较对象", "Compared with"),
 }
 Login = Callable[[], TestClient]
 

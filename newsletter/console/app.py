@@ -16,6 +16,7 @@ from newsletter.config import Settings
 from newsletter.console import audit_pages, campaign_pages, issues_pages, preview_pages, routes
 from newsletter.console.account_pages import router as account_router
 from newsletter.console.context import Console, console, environment, see_other
+from newsletter.console.revision_pages import router as revision_router
 from newsletter.console.security import Csrf, CsrfError, Guard, Network
 from newsletter.models import utcnow
 from newsletter.render.environment import default_templates_dir
@@ -49,6 +50,7 @@ def create_admin_app(settings: Settings, *, clock: Callable[[], dt.datetime] = u
     app.include_router(preview_pages.router)
     app.include_router(campaign_pages.router)
     app.include_router(account_router)
+    app.include_router(revision_router)
     app.include_router(audit_pages.router)
     app.add_api_route("/", lambda: see_other("/admin"), methods=["GET"], include_in_schema=False)
     app.add_api_route("/admin/static/console.css", _stylesheet, methods=["GET"])

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from newsletter import directory
+from newsletter import directory, issue_revisions
 from newsletter.actors import Actor
 from newsletter.config import Settings
 from newsletter.content import issue_intake
@@ -21,6 +21,7 @@ from newsletter.issues import (
     published_issues,
     save_issue,
 )
+from newsletter.models import utcnow
 from newsletter.services import audit
 from newsletter.services.units import unit_of_work
 from newsletter.taxonomy import SectorDef
@@ -44,6 +45,8 @@ def import_issue(
         taxonomy = tuple(directory.sectors(session).values())
         issue, text, warnings = issue_intake.read_issue_file(data, source=source, taxonomy=taxonomy)
         record, created = save_issue(session, issue, text)
+        assert record.id is not None
+        issue_revisions.add(session, record.id, record.source_yaml, actor.label, utcnow())
     log.info("%s (via %s) imported issue %s", actor.label, actor.via, record.slug)
     return ImportedIssue(record.slug, len(issue.items), created, tuple(str(w) for w in warnings))
 
@@ -154,6 +157,8 @@ def save_issue_yaml(
                 "slug as they were, or import the file as a new issue",
             )  # fmt: skip
         record, _created = save_issue(session, issue, text)
+        assert record.id is not None
+        issue_revisions.add(session, record.id, record.source_yaml, actor.label, utcnow())
         audit.record(
             session, actor, "issue.edited", target=f"issue:{record.slug}",
             detail={"items": len(issue.items)},
