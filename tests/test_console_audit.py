@@ -139,7 +139,7 @@ def test_a_liaison_sees_only_their_own_actions(
     liaison = login("liaison")
     page = liaison.get("/admin/audit")
     assert page.status_code == 200
-    assert "Only your own actions are shown" in page.text
+    assert "只显示你本人的操作。" in page.text
     seen = rows(page.text)
     assert seen and all(r[2] == "staff:berlin@example.org" for r in seen), seen
     assert "plan.fired" not in actions(page.text)
@@ -209,13 +209,13 @@ def test_paging_is_done_by_the_server(login: Login, instance: Instance, engine: 
     total = len(events(engine))  # with the staff account's and login's own events
     assert 110 < total <= 150
     first = auditor.get("/admin/audit").text
-    assert f"{total} events" in first and "page 1 of 3" in first
+    assert f"共 {total} 条" in first and "第 1 / 3 页" in first
     assert len(rows(first)) == 50 and rows(first)[0][4] == "plan:109"
     assert 'href="/admin/audit?page=2"' in first and 'rel="prev"' not in first
     last = auditor.get("/admin/audit?page=3").text
     assert len(rows(last)) == total - 100 and 'rel="next"' not in last
     filtered = auditor.get("/admin/audit?action=plan.fired&page=3").text
-    assert "110 events" in filtered and [r[4] for r in rows(filtered)] == [
+    assert "共 110 条" in filtered and [r[4] for r in rows(filtered)] == [
         f"plan:{n}" for n in range(9, -1, -1)
     ]  # fmt: skip
     assert 'href="/admin/audit?action=plan.fired&amp;page=2" rel="prev"' in filtered
@@ -246,7 +246,7 @@ def test_verify_shows_intact_then_the_first_changed_event(
     before = events(engine)
     intact = auditor.get("/admin/audit/verify")
     assert intact.status_code == 200
-    assert f"The chain is intact: {len(before)} events." in intact.text
+    assert f"哈希链完整：{len(before)} 条事件。" in intact.text
     assert events(engine) == before  # a check reads; it writes nothing
 
     changed = next(e["id"] for e in before if e["target"] == "plan:1")
@@ -255,6 +255,6 @@ def test_verify_shows_intact_then_the_first_changed_event(
         conn.execute(text("UPDATE admin_event SET mission = 'fr-paris' WHERE id = :id"),
                      {"id": changed})  # fmt: skip
     broken = auditor.get("/admin/audit/verify").text
-    assert f"The chain is broken at event #{changed}" in broken
+    assert f"哈希链已断开：第一个不符的事件是 #{changed}。" in broken
     assert "the event was changed" in broken
-    assert "The chain is intact" not in broken
+    assert "哈希链完整" not in broken
