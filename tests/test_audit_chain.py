@@ -16,22 +16,12 @@ from newsletter import audit_chain, audit_log
 from newsletter.actors import Actor
 from newsletter.models import AdminEvent, utcnow
 from newsletter.services import audit
-from tests.conftest import LISTS, Instance, cli, database, invoke
+from tests.conftest import LISTS, Instance, cli, database, drop_chain_guards, invoke
 
 
 def _verify(runner: CliRunner, instance: Instance) -> tuple[int, dict[str, Any], str]:
     result = invoke(runner, instance, "audit", "verify", "--json")
     return result.exit_code, json.loads(result.stdout), result.stderr
-
-
-def _drop_guards(engine: Engine) -> None:
-    """What someone with the database owner's rights can do: remove the append-only triggers."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("DROP TRIGGER admin_event_append_only ON admin_event"))
-        else:
-            conn.execute(text("DROP TRIGGER admin_event_no_update"))
-            conn.execute(text("DROP TRIGGER admin_event_no_delete"))
 
 
 def _ids(engine: Engine) -> list[int]:
@@ -97,7 +87,7 @@ def test_verify_names_the_first_changed_row(runner: CliRunner, instance: Instanc
     _first, second, _third = _three_events(instance)
     assert _verify(runner, instance)[0] == 0
     with database(instance) as engine:
-        _drop_guards(engine)
+        drop_chain_guards(engine)
         with engine.begin() as conn:
             conn.execute(
                 text("UPDATE admin_event SET actor_id = 'someone@else.org' WHERE id = :id"),
@@ -112,7 +102,7 @@ def test_verify_names_the_first_changed_row(runner: CliRunner, instance: Instanc
 def test_verify_names_the_row_after_a_removed_one(runner: CliRunner, instance: Instance) -> None:
     first, second, third = _three_events(instance)
     with database(instance) as engine:
-        _drop_guards(engine)
+        drop_chain_guards(engine)
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM admin_event WHERE id = :id"), {"id": second})
     code, verified, stderr = _verify(runner, instance)

@@ -23,8 +23,7 @@ from newsletter.db import make_engine
 from newsletter.models import AdminEvent
 from newsletter.services import audit, staff
 from newsletter.services.units import unit_of_work
-from tests.conftest import Clock, Instance
-from tests.test_audit_chain import _drop_guards
+from tests.conftest import Clock, Instance, drop_chain_guards
 
 PASSWORD = "correct horse battery staple"
 STAFF = {
@@ -250,7 +249,7 @@ def test_verify_shows_intact_then_the_first_changed_event(
     assert events(engine) == before  # a check reads; it writes nothing
 
     changed = next(e["id"] for e in before if e["target"] == "plan:1")
-    _drop_guards(engine)
+    drop_chain_guards(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE admin_event SET mission = 'fr-paris' WHERE id = :id"),
                      {"id": changed})  # fmt: skip

@@ -28,8 +28,8 @@ from newsletter.console import create_admin_app
 from newsletter.db import make_engine
 from newsletter.models import utcnow
 from newsletter.services import approvals, scheduling, staff
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import IN_CI, Instance, load_sample
-from tests.test_console_login import CHROMIUM, CHROMIUM_ARGS
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 AXE_VERSION = "4.14.1"

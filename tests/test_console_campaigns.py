@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -46,7 +45,8 @@ from newsletter.models import (
 from newsletter.scheduling import plans
 from newsletter.services import approvals, campaigns, issues, staff, subscribers
 from newsletter.testing.sink import LoopbackController
-from tests.conftest import IN_CI, Clock, Instance, load_sample, send_sample
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from tests.conftest import Clock, Instance, load_sample, send_sample
 
 PASSWORD = "correct horse battery staple"
 SLUG = "2020-01"
@@ -173,7 +173,7 @@ def test_the_wizard_shows_the_audience_and_plans_before_anything_is_saved(
     assert f'<option value="{SLUG}">{SLUG}</option>' in start.text
     page = editor.get("/admin/campaigns/new", params={"issue": SLUG})
     assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
-    assert '收件人' in page.text
+    assert "收件人" in page.text
     assert "<tr><td>de-berlin</td><td>5</td></tr>" in page.text  # six on the list, one gone
     assert "<tr><td>not active (unsubscribed)</td><td>1</td></tr>" in page.text
     local = editor.get("/admin/campaigns/new", params={
@@ -204,10 +204,7 @@ def test_a_publisher_approves_an_editors_request_and_it_is_scheduled(
     _request(people, kind="local", local="09:00", date=_day_after_tomorrow())
     request = _only_request(engine)
     queue = people["publisher"].get("/admin/approvals")
-    assert (
-        f"#{request.id} {SLUG}" in queue.text
-        and '批准' in queue.text
-    )
+    assert f"#{request.id} {SLUG}" in queue.text and "批准" in queue.text
     done = _approve(people, "publisher", request.id or 0)
     assert done.status_code == 303, done.text
     campaign_path = done.headers["location"]
@@ -477,8 +474,6 @@ def test_a_real_send_after_approval_in_the_browser_reaches_each_subscriber_once(
     assert progress["counts"]["sent"] == progress["total"] == len(active)
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 WIDTH = 360
 
 
@@ -517,10 +512,7 @@ def test_in_chromium_an_editor_requests_a_publisher_approves_and_it_goes_out(
 ) -> None:
     """`newsletter run --admin` with its real sender: request (JavaScript off), approve and
     watch it finish live (JavaScript on, the counts pushed by SSE), at 360 px."""
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    need_chromium()
     from playwright.sync_api import ViewportSize, sync_playwright
 
     active = load_sample(runner, instance)

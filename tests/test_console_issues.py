@@ -8,7 +8,7 @@ import email
 import email.policy
 import html
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from newsletter.db import make_engine
 from newsletter.models import AdminEvent, Delivery, IssueRecord, ItemRecord
 from newsletter.services import staff, subscribers
 from newsletter.testing.sink import LoopbackController
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import IN_CI, LISTS, Clock, Instance, cli, send_sample
-from tests.test_console_login import CHROMIUM, CHROMIUM_ARGS
+from tests.console import Login, csrf, hidden, upload
 
 PASSWORD = "correct horse battery staple"
 SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
@@ -40,7 +41,6 @@ STAFF = {
     "list-manager": ("lists@example.org", ()),
     "liaison": ("berlin@example.org", ("de-berlin",)),
 }
-Login = Callable[..., TestClient]
 
 
 @pytest.fixture
@@ -89,18 +89,6 @@ def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
         client.__exit__(None, None, None)
 
 
-def csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-def hidden(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found, html
-    return found.group(1)
-
-
 def genuine_token(client: TestClient, form: str) -> str:
     """A valid token of `form` for this browser and session, as a page with that form would
     carry: what a reader could get by any means, so the role, not CSRF, must refuse them."""
@@ -124,17 +112,6 @@ def snapshot(engine: Engine) -> tuple[Any, ...]:
 def slugs(engine: Engine) -> list[str]:
     with Session(engine) as session:
         return list(session.exec(select(IssueRecord.slug)).all())
-
-
-def upload(client: TestClient, path: Path, data: bytes | None = None, **extra: str) -> Any:
-    form = client.get("/admin/issues/import")
-    assert form.status_code == 200, form.text
-    content = path.read_bytes() if data is None else data
-    return client.post(
-        "/admin/issues/import",
-        data={"csrf": csrf(form.text), **extra},
-        files={"file": (path.name, content, "text/plain")},
-    )
 
 
 def import_seed(client: TestClient) -> Any:
@@ -167,7 +144,7 @@ def test_an_editor_imports_the_journal_text_after_seeing_the_warnings_beside_the
     assert "请核对转换提示" in report.text and "尚未保存" in report.text
     lines = SEED.read_text(encoding="utf-8").splitlines()
     # The first page-break warning, beside the line of the text it is about.
-    assert '第 83 行' in report.text
+    assert "第 83 行" in report.text
     assert "across a page break" in report.text
     assert f'<span class="lineno">83</span> {lines[82].strip()[:20]}' in report.text
     assert slugs(engine) == []  # shown, not stored
@@ -439,7 +416,7 @@ def test_an_editor_previews_as_a_berlin_ai_reader_with_the_why_panel(
     outside = liaison.get(paris)
     assert outside.status_code == 404 and "style=" not in outside.text
     assert 'class="digest w390"' in frame  # phone first
-    assert '订阅者 ' + BERLIN_AI in page.text
+    assert "订阅者 " + BERLIN_AI in page.text
     assert "ai, robotics, software" in page.text
     assert "included: matches sectors" in page.text and "不收录" in page.text
     assert "KB / 102 KB" in page.text
@@ -485,7 +462,7 @@ def test_a_synthetic_audience_is_previewed_and_explained(login: Login) -> None:
     upload(editor, sample_issue_path())
     page = editor.get("/admin/issues/2020-01/preview?mission=de-berlin&sectors=ai&language=en")
     assert page.status_code == 200, page.text
-    assert '模拟读者' in page.text
+    assert "模拟读者" in page.text
     assert "de-berlin · en" in page.text
     assert 'value="ai" checked' in page.text
     whole = editor.get("/admin/issues/2020-01/preview")

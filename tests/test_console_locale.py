@@ -24,7 +24,7 @@ from newsletter.models import AdminEvent, StaffUser
 from newsletter.render.environment import default_templates_dir
 from newsletter.services import staff
 from tests.conftest import Clock, Instance, load_sample
-from tests.test_console_issues import csrf
+from tests.console import csrf
 
 PASSWORD = "correct horse battery staple"
 EDITOR = "li.wei@example.org"

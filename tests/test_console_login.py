@@ -30,7 +30,8 @@ from newsletter.console.security import CSP
 from newsletter.db import make_engine
 from newsletter.models import AdminEvent, StaffGrant, StaffSession, StaffUser
 from newsletter.services import staff
-from tests.conftest import IN_CI, Clock, Instance
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from tests.conftest import Clock, Instance
 
 PASSWORD = "correct horse battery staple"
 EDITOR = "li.wei@example.org"
@@ -428,8 +429,6 @@ def test_run_admin_serves_the_console_beside_the_scheduler(running: Running) -> 
     assert "run: stopped" in running.log.read_text()
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 WIDTH = 360
 
 
@@ -439,10 +438,7 @@ WIDTH = 360
 def test_log_in_with_two_factors_at_360_px_with_and_without_javascript(
     running: Running, secret: str, instance: Instance, engine: Engine
 ) -> None:
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"CI=true but {CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     recovery = staff.reset_2fa(instance.settings, EDITOR, actor=Actor.cli(), db=engine).enrolment

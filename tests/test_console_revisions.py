@@ -16,7 +16,7 @@ from newsletter.content.issue_intake import sample_issue_path
 from newsletter.models import IssueRevision
 from newsletter.services import issue_history
 from tests import test_console_issues as issue_pages
-from tests.test_console_issues import Login, csrf, upload
+from tests.console import Login, csrf, upload
 
 SLUG = "2020-01"
 # The issue pages' fixtures: a clock, the engine, and a signed-in browser per role.
