@@ -78,6 +78,12 @@ def test_pause_resume_cancel(
     assert smtp_server.handler.received == []
     err = fails(runner, instance, "campaign", "resume", "1")
     assert "cancelled" in err
+    # Each control from the shell joins the audit chain, as the console's do; a refused one not.
+    events = json.loads(cli(runner, instance, "audit", "list", "--json", "--action", "campaign"))
+    assert [e["action"] for e in reversed(events)] == [
+        "campaign.pause", "campaign.resume", "campaign.cancel",
+    ]  # fmt: skip
+    assert all(e["actor"].startswith("cli:") and e["via"] == "cli" for e in events), events
     err = fails(runner, instance, "campaign", "status", "42")
     assert "campaign '42' not found" in err
 

@@ -30,7 +30,9 @@ from newsletter.cli.base import (
 from newsletter.cli.output import write_output
 from newsletter.delivery.campaigns import CampaignSummary, LedgerRow
 from newsletter.delivery.engine import SendReport
+from newsletter.services import campaign_desk as desk
 from newsletter.services import campaigns as service
+from newsletter.services.campaign_desk import Control
 from newsletter.services.worker import Worker, one_line_database_faults
 from newsletter.subscriptions.lists import unformula
 from newsletter.subscriptions.returned_mail import BOUNCED_REPLY
@@ -76,7 +78,7 @@ def campaign_pause(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Stop sending after the messages in flight; `resume` continues."""
-    service.pause_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
+    desk.control(settings_for(ctx, config), campaign_id, Control.PAUSE, actor=Actor.cli())
     err.print(f"campaign {campaign_id} paused")
 
 
@@ -86,7 +88,8 @@ def campaign_resume(
 ) -> None:
     """Let a paused campaign send again; says what will send it (a worker, `run`, or `send`)."""
     settings = settings_for(ctx, config)
-    resumed = service.resume_campaign(settings, campaign_id, actor=Actor.cli())
+    desk.control(settings, campaign_id, Control.RESUME, actor=Actor.cli())
+    resumed = service.campaign_status(settings, campaign_id)
     sender = service.running_sender(settings)
     err.print(f"campaign {campaign_id} resumed; {_who_sends(resumed, sender)}", markup=False)
 
@@ -116,16 +119,17 @@ def campaign_cancel(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Stop for good: rows not yet sent are skipped, and its planned sends are cancelled."""
-    cancelled = service.cancel_campaign(settings_for(ctx, config), campaign_id, actor=Actor.cli())
+    done = desk.control(settings_for(ctx, config), campaign_id, Control.CANCEL, actor=Actor.cli())
+    in_flight, plans = done.detail["in_flight"], done.detail["plans"]
     flight = (
-        f"; {cancelled.in_flight} messages were already on the wire and are recorded as the "
+        f"; {in_flight} messages were already on the wire and are recorded as the "
         f"server answers (`newsletter campaign status {campaign_id}`)"
-        if cancelled.in_flight
+        if in_flight
         else ""
     )
     err.print(
-        f"campaign {campaign_id} cancelled; {cancelled.skipped} unsent rows skipped, "
-        f"{len(cancelled.plans)} plans cancelled{flight}"
+        f"campaign {campaign_id} cancelled; {done.detail['skipped']} unsent rows skipped, "
+        f"{len(plans) if isinstance(plans, list) else 0} plans cancelled{flight}"
     )
 
 
@@ -146,7 +150,10 @@ def campaign_resend_unknown(
     ctx: typer.Context, campaign_id: CampaignId, config: ConfigOption = None
 ) -> None:
     """Rows in flight when a sender died wait again: these recipients may get the issue twice."""
-    requeued = service.resend_unknown(settings_for(ctx, config), campaign_id, actor=Actor.cli())
+    done = desk.control(
+        settings_for(ctx, config), campaign_id, Control.RESEND_UNKNOWN, actor=Actor.cli()
+    )
+    requeued = done.detail["requeued"]
     err.print(
         f"campaign {campaign_id}: {requeued} rows of unknown fate queued again (each may "
         "already have arrived: they may get it twice); `newsletter send` or a running `worker` "
