@@ -116,6 +116,18 @@ def test_the_issues_last_editor_cannot_approve(instance: Instance, sample: set[s
     assert approvals.approve(settings, made.id, actor=third).state == "approved"
 
 
+def test_whoever_last_imported_the_issue_cannot_approve(
+    instance: Instance, sample: set[str]
+) -> None:
+    settings = instance.settings
+    _edit_issue(instance, PUBLISHER)  # a re-import of the corrected file is a change too
+    made = approvals.request_campaign(
+        settings, SLUG, approvals.schedule_spec(settings, now=True), actor=EDITOR
+    )
+    with pytest.raises(SignOffError, match="last edited issue 2020-01"):
+        approvals.approve(settings, made.id, actor=PUBLISHER)
+
+
 def test_one_person_may_sign_off_when_a_second_approver_is_not_required(
     instance: Instance, sample: set[str]
 ) -> None:

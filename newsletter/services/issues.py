@@ -47,6 +47,11 @@ def import_issue(
         record, created = save_issue(session, issue, text)
         assert record.id is not None
         issue_revisions.add(session, record.id, record.source_yaml, actor.label, utcnow())
+        # In the chain too: sign-off reads who last changed an issue, by import or by edit.
+        audit.record(
+            session, actor, "issue.imported", target=f"issue:{record.slug}",
+            detail={"items": len(issue.items), "replaced": not created},
+        )  # fmt: skip
     log.info("%s (via %s) imported issue %s", actor.label, actor.via, record.slug)
     return ImportedIssue(record.slug, len(issue.items), created, tuple(str(w) for w in warnings))
 
