@@ -265,8 +265,9 @@ def personal_message(
         parts = [signed[: len(signed) - len(data)], *parts]
     letter = Letter(
         mail_from=(
-            verp.return_path(mail.secret, RowRef(campaign_id, recipient.subscriber_id),
-                             mail.bounce_domain)
+            verp.return_path(
+                mail.secret, RowRef(campaign_id, recipient.subscriber_id), mail.bounce_domain
+            )
             if mail.bounce_domain and not test_id
             else sender_address(mail.sender.address, "[sender] address")
         ),  # fmt: skip
