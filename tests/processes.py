@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,7 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,36 @@ class Daemon:
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(TIMEOUT)
+
+
+def local_base_url(instance: Instance) -> str:
+    """Point the instance's `base_url` at a free loopback port (before `init`, so mailed links
+    name it) and return it."""
+    base_url = f"http://127.0.0.1:{free_port()}"
+    config = instance.config.read_text(encoding="utf-8")
+    config = re.sub(r'(?m)^base_url = ".*"$', f'base_url = "{base_url}"', config)
+    instance.config.write_text(config, encoding="utf-8")
+    return base_url
+
+
+@contextmanager
+def serving(instance: Instance, base_url: str, log: Path) -> Iterator[None]:
+    """`newsletter serve` on `base_url`'s port, answering, until the block ends."""
+    command = [
+        sys.executable, "-c", "from newsletter.cli import main; main()",
+        "--config", str(instance.config), "serve", "--host", "127.0.0.1",
+        "--port", base_url.rsplit(":", 1)[1],
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_responds(f"{base_url}/subscribe", process, log)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import subprocess
-import sys
 import warnings
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -30,8 +27,7 @@ from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WIDTH
 from tests.chromium import fits as _fits
 from tests.chromium import need_chromium as _need_chromium
 from tests.conftest import Instance, cli, database, make_instance
-from tests.processes import free_port as _free_port
-from tests.processes import wait_until_responds as _wait_until_responds
+from tests.processes import local_base_url, serving
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -221,55 +217,34 @@ def test_the_digest_link_opens_the_issue_on_a_phone_and_a_stranger_is_sent_to_su
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
-    base_url = f"http://127.0.0.1:{_free_port()}"
     instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    config = instance.config.read_text(encoding="utf-8")
-    instance.config.write_text(
-        re.sub(r'(?m)^base_url = ".*"$', f'base_url = "{base_url}"', config), encoding="utf-8"
-    )
+    base_url = local_base_url(instance)
     cli(runner, instance, "init")
     _readers(runner, instance)
     _send(runner, instance, smtp_server)
     [link, *_] = _web_links(smtp_server, ZH)
     assert link.startswith(f"{base_url}/archive/2020-01?r=")
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config",
-               str(instance.config), "serve", "--host", "127.0.0.1", "--port",
-               base_url.rsplit(":", 1)[1]]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_until_responds(f"{base_url}/subscribe", process, log)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-                )
-                try:
-                    page = browser.new_page(viewport={"width": WIDTH, "height": 640})
-                    answer = page.goto(link)
-                    assert answer is not None and answer.status == 200
-                    assert answer.headers["cache-control"] == "private, no-store"
-                    page.wait_for_selector("h1")
-                    assert "中国科技创新速递" in page.title() + page.inner_text("body")
-                    _fits(page)
-                    # The same address without the token: told how to subscribe, in one tap.
-                    refused = page.goto(f"{base_url}/archive/2020-01")
-                    assert refused is not None and refused.status == 403
-                    page.wait_for_selector("text=往期仅供订阅者阅读")
-                    _fits(page)
-                    page.click("p >> text=订阅 Subscribe")
-                    page.wait_for_selector("#email")
-                    assert page.url == f"{base_url}/subscribe"
-                finally:
-                    browser.close()
-        finally:
-            process.terminate()
+    with serving(instance, base_url, tmp_path / "serve.log"):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                page = browser.new_page(viewport={"width": WIDTH, "height": 640})
+                answer = page.goto(link)
+                assert answer is not None and answer.status == 200
+                assert answer.headers["cache-control"] == "private, no-store"
+                page.wait_for_selector("h1")
+                assert "中国科技创新速递" in page.title() + page.inner_text("body")
+                _fits(page)
+                # The same address without the token: told how to subscribe, in one tap.
+                refused = page.goto(f"{base_url}/archive/2020-01")
+                assert refused is not None and refused.status == 403
+                page.wait_for_selector("text=往期仅供订阅者阅读")
+                _fits(page)
+                page.click("p >> text=订阅 Subscribe")
+                page.wait_for_selector("#email")
+                assert page.url == f"{base_url}/subscribe"
+            finally:
+                browser.close()
 
 
 def test_the_demo_serves_a_subscribers_archive_that_opens_from_its_digests(

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import email
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +20,7 @@ from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WIDTH
 from tests.chromium import fits as _fits
 from tests.chromium import need_chromium as _need_chromium
 from tests.conftest import Instance, make_instance
-from tests.processes import free_port as _free_port
-from tests.processes import wait_until_responds as _wait_until_responds
+from tests.processes import local_base_url, serving
 
 pytestmark = pytest.mark.browser
 
@@ -38,32 +34,12 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path, runner: CliRunner) -> Iterator[Server]:
     _need_chromium()
-    base_url = f"http://127.0.0.1:{_free_port()}"
     instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    config = instance.config.read_text(encoding="utf-8")
-    config = re.sub(r'(?m)^base_url = ".*"$', f'base_url = "{base_url}"', config)
-    instance.config.write_text(config, encoding="utf-8")
+    base_url = local_base_url(instance)
     result = runner.invoke(app, ["--config", str(instance.config), "init"])
     assert result.exit_code == 0, result.output
-    port = base_url.rsplit(":", 1)[1]
-    command = [
-        sys.executable, "-c", "from newsletter.cli import main; main()",
-        "--config", str(instance.config), "serve", "--host", "127.0.0.1", "--port", port,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_until_responds(f"{base_url}/subscribe", process, log)
-            yield Server(base_url, instance)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with serving(instance, base_url, tmp_path / "serve.log"):
+        yield Server(base_url, instance)
 
 
 def _confirm_link(instance: Instance, address: str) -> str:

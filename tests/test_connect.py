@@ -4,10 +4,7 @@ SMTP server), the form and its one request, the contact's mail, staff's CLI and 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import warnings
 from email.message import EmailMessage
 from pathlib import Path
@@ -28,8 +25,7 @@ from tests.chromium import CHROMIUM, CHROMIUM_ARGS, WIDTH
 from tests.chromium import fits as _fits
 from tests.chromium import need_chromium as _need_chromium
 from tests.conftest import Instance, cli, database, fails, make_instance
-from tests.processes import free_port as _free_port
-from tests.processes import wait_until_responds as _wait_until_responds
+from tests.processes import local_base_url, serving
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -252,48 +248,27 @@ def test_a_diplomat_answers_a_demand_from_a_phone_in_two_taps(
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
-    base_url = f"http://127.0.0.1:{_free_port()}"
     instance = make_instance(tmp_path, f"sqlite:///{tmp_path / 'newsletter.db'}")
-    config = instance.config.read_text(encoding="utf-8")
-    instance.config.write_text(
-        re.sub(r'(?m)^base_url = ".*"$', f'base_url = "{base_url}"', config), encoding="utf-8"
-    )
+    base_url = local_base_url(instance)
     cli(runner, instance, "init")
     _send(runner, instance, smtp_server)
     [link] = [u for u in _connect_links(smtp_server, ZH) if f"/{DEMAND}/" in u]
     assert link.startswith(f"{base_url}/connect/2020-01/")
-    command = [sys.executable, "-c", "from newsletter.cli import main; main()", "--config",
-               str(instance.config), "serve", "--host", "127.0.0.1", "--port",
-               base_url.rsplit(":", 1)[1]]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_until_responds(f"{base_url}/subscribe", process, log)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-                )
-                try:
-                    page = browser.new_page(viewport={"width": WIDTH, "height": 640})
-                    answer = page.goto(link)  # tap one: the link in the digest
-                    assert answer is not None and answer.status == 200
-                    page.wait_for_selector("label[for=organisation]")
-                    assert page.input_value("#mission").startswith("中华人民共和国驻德")
-                    _fits(page)
-                    page.click("button[type=submit]")  # tap two: nothing to fill in
-                    page.wait_for_selector("text=已收到您的对接意向")
-                    _fits(page)
-                finally:
-                    browser.close()
-        finally:
-            process.terminate()
+    with serving(instance, base_url, tmp_path / "serve.log"):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                page = browser.new_page(viewport={"width": WIDTH, "height": 640})
+                answer = page.goto(link)  # tap one: the link in the digest
+                assert answer is not None and answer.status == 200
+                page.wait_for_selector("label[for=organisation]")
+                assert page.input_value("#mission").startswith("中华人民共和国驻德")
+                _fits(page)
+                page.click("button[type=submit]")  # tap two: nothing to fill in
+                page.wait_for_selector("text=已收到您的对接意向")
+                _fits(page)
+            finally:
+                browser.close()
     [made] = _json(runner, instance, "requests", "list")
     assert (made["item"], made["email"], made["note"]) == (DEMAND, ZH, "")
 
