@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyotp
 import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
@@ -24,8 +23,8 @@ from newsletter.models import AdminEvent
 from newsletter.services import audit, staff
 from newsletter.services.units import unit_of_work
 from tests.conftest import Clock, Instance, drop_chain_guards
+from tests.console import PASSWORD, open_console, sign_in
 
-PASSWORD = "correct horse battery staple"
 STAFF = {
     "admin": ("admin@example.org", ()),
     "publisher": ("zhang.min@example.org", ()),
@@ -49,12 +48,6 @@ def engine(instance: Instance) -> Iterator[Engine]:
     made.dispose()
 
 
-def csrf(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
 @pytest.fixture
 def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
     clients: list[TestClient] = []
@@ -65,20 +58,9 @@ def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
             instance.settings, email, role=role, scope=scope, password=PASSWORD,
             actor=Actor.cli(), db=engine,
         )  # fmt: skip
-        client = TestClient(
-            create_admin_app(instance.settings, clock=clock), base_url="https://testserver",
-            client=("127.0.0.1", 50000), follow_redirects=False,
-        )  # fmt: skip
-        client.__enter__()
+        client = open_console(instance.settings, clock)
         clients.append(client)
-        form = client.get("/admin/login")
-        client.post(
-            "/admin/login", data={"email": email, "password": PASSWORD, "csrf": csrf(form.text)}
-        )
-        page = client.get("/admin/login/code")
-        code = pyotp.TOTP(enrolled.enrolment.totp_secret).at(clock.now)
-        done = client.post("/admin/login/code", data={"code": code, "csrf": csrf(page.text)})
-        assert done.headers["location"] == "/admin", done.text
+        sign_in(client, email, enrolled.enrolment.totp_secret, clock)
         return client
 
     yield signed_in

@@ -31,9 +31,8 @@ from newsletter.services import staff, subscribers
 from newsletter.testing.sink import LoopbackController
 from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import IN_CI, LISTS, Clock, Instance, cli, send_sample
-from tests.console import Login, csrf, hidden, upload
+from tests.console import PASSWORD, Login, csrf, hidden, open_console, sign_in, upload
 
-PASSWORD = "correct horse battery staple"
 SEED = Path(__file__).parent / "fixtures" / "kjcxsd-2020-01.txt"
 STAFF = {
     "editor": ("li.wei@example.org", ()),
@@ -66,22 +65,9 @@ def login(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
             instance.settings, email, role=role, scope=scope, password=PASSWORD,
             actor=Actor.cli(), db=engine,
         )  # fmt: skip
-        app = create_admin_app(settings or instance.settings, clock=clock)
-        client = TestClient(
-            app, base_url="https://testserver", client=("127.0.0.1", 50000),
-            follow_redirects=False,
-        )  # fmt: skip
-        client.__enter__()
+        client = open_console(settings or instance.settings, clock)
         clients.append(client)
-        form = client.get("/admin/login")
-        step = client.post(
-            "/admin/login", data={"email": email, "password": PASSWORD, "csrf": csrf(form.text)}
-        )
-        assert step.headers["location"] == "/admin/login/code"
-        page = client.get("/admin/login/code")
-        code = pyotp.TOTP(enrolled.enrolment.totp_secret).at(clock.now)
-        done = client.post("/admin/login/code", data={"code": code, "csrf": csrf(page.text)})
-        assert done.headers["location"] == "/admin", done.text
+        sign_in(client, email, enrolled.enrolment.totp_secret, clock)
         return client
 
     yield signed_in

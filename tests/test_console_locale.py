@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyotp
 import pytest
 from babel.messages import pofile
 from babel.messages.extract import extract_from_dir
@@ -18,15 +17,14 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from newsletter.actors import Actor
-from newsletter.console import create_admin_app, i18n
+from newsletter.console import i18n
 from newsletter.db import make_engine
 from newsletter.models import AdminEvent, StaffUser
 from newsletter.render.environment import default_templates_dir
 from newsletter.services import staff
 from tests.conftest import Clock, Instance, load_sample
-from tests.console import csrf
+from tests.console import PASSWORD, csrf, open_console, sign_in
 
-PASSWORD = "correct horse battery staple"
 EDITOR = "li.wei@example.org"
 SLUG = "2020-01"
 # Each page an editor reaches with the sample issue, and a label it shows in either language.
@@ -67,20 +65,9 @@ def log_in(instance: Instance, clock: Clock, engine: Engine) -> Iterator[Login]:
 
     def signed_in() -> TestClient:
         clock.advance(minutes=1)  # a fresh TOTP step: a code is good once
-        client = TestClient(
-            create_admin_app(instance.settings, clock=clock), base_url="https://testserver",
-            client=("127.0.0.1", 50000), follow_redirects=False,
-        )  # fmt: skip
-        client.__enter__()
+        client = open_console(instance.settings, clock)
         clients.append(client)
-        form = client.get("/admin/login")
-        client.post(
-            "/admin/login", data={"email": EDITOR, "password": PASSWORD, "csrf": csrf(form.text)}
-        )
-        page = client.get("/admin/login/code")
-        code = pyotp.TOTP(enrolled.enrolment.totp_secret).at(clock.now)
-        done = client.post("/admin/login/code", data={"code": code, "csrf": csrf(page.text)})
-        assert done.headers["location"] == "/admin", done.text
+        sign_in(client, EDITOR, enrolled.enrolment.totp_secret, clock)
         return client
 
     yield signed_in
